@@ -1,0 +1,53 @@
+"""The backend protocol: export + compile a PyTorch model for one runtime on one target.
+
+A backend turns an ``nn.Module`` into an :class:`~edgeprune.artifact.Artifact` and can load that
+artifact back as a callable session (for validation and accuracy). Heavy toolchains are imported
+inside each backend's methods only, so listing backends costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from edgeprune.artifact import Artifact
+from edgeprune.profilers.base import MeasureSettings, Measurement
+
+Session = Callable[[np.ndarray], np.ndarray]
+"""A loaded artifact: float32 NCHW batch in, logits out (numpy)."""
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What a backend needs besides the model.
+
+    ``compiler_target`` is the target YAML's compiler target (for TVM a JSON target dict);
+    ``tune_trials`` bounds auto-tuning (0 = untuned, said so in the artifact meta);
+    ``cache_dir`` holds reusable state such as TVM's tuning database.
+    """
+
+    target_name: str
+    compiler_target: dict
+    cache_dir: Path
+    tune_trials: int = 0
+    threads: int | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def unavailable_reason(self) -> str | None:
+        """``None`` when the toolchain is importable, else a one-line reason."""
+
+    def compile(
+        self, model: torch.nn.Module, example: torch.Tensor, out_dir: Path, options: CompileOptions
+    ) -> Artifact: ...
+
+    def load(self, artifact: Artifact) -> Session: ...
+
+    def measure(self, artifact: Artifact, settings: MeasureSettings) -> Measurement:
+        """Measure on the local device (remote devices go through ``edgeprune.profilers``)."""

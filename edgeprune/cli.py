@@ -1,0 +1,189 @@
+"""The command line: a thin typer layer over the Python API.
+
+Every user-facing failure is an :class:`EdgepruneError`: printed as one line on stderr with its
+exit code, no traceback (set ``EDGEPRUNE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from edgeprune.errors import EdgepruneError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Prune, compile and measure PyTorch models on the device they ship to.")
+
+INTERRUPTED_EXIT = 130
+INTERNAL_EXIT = 70
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable) -> Callable:
+    """Turn typed errors into one-line messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgepruneError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; progress so far is saved (rerun with --resume)", INTERRUPTED_EXIT)
+        except typer.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence for the CLI only
+            if os.environ.get("EDGEPRUNE_DEBUG"):
+                raise
+            first = str(exc).strip().splitlines()
+            _fail(f"internal error ({type(exc).__name__}: {first[0] if first else ''}); "
+                  "set EDGEPRUNE_DEBUG=1 for a traceback", INTERNAL_EXIT)
+
+    return wrapper
+
+
+@app.command()
+@guarded
+def deploy(
+    target: str = typer.Option("host", help="Target name (see `edgeprune targets`) or a YAML file."),
+    model: str = typer.Option("demo", help="demo | torchvision:NAME?k=v | FILE.pt2 | module:factory"),
+    weights: Optional[Path] = typer.Option(None, help="State dict for the model (weights_only load)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint (runs its code!)."),
+    input_shape: Optional[str] = typer.Option(None, help="NxCxHxW, e.g. 1x3x32x32 (default: from data)."),
+    data: str = typer.Option("digits", help="digits | imagefolder:PATH"),
+    val_data: Optional[str] = typer.Option(None, help="imagefolder:PATH for validation (else 80/20 split)."),
+    mean: Optional[str] = typer.Option(None, help="Normalisation mean, comma-separated."),
+    std: Optional[str] = typer.Option(None, help="Normalisation std, comma-separated."),
+    resize: Optional[str] = typer.Option(None, help="HxW to resize images to."),
+    latency_budget: str = typer.Option("0.5x", help="0.5x (of the unpruned model's latency) | 3.2ms | 800us"),
+    criterion: str = typer.Option("taylor", help="Channel criterion (see `edgeprune criteria list`)."),
+    epochs: float = typer.Option(2.0, help="Final fine-tune epochs."),
+    step_epochs: float = typer.Option(0.5, help="Recovery fine-tune epochs after each pruning step."),
+    max_steps: int = typer.Option(12, help="Most pruning steps before giving up on the budget."),
+    distill: bool = typer.Option(False, help="Knowledge distillation from the unpruned model."),
+    lr: float = typer.Option(0.01, help="Fine-tune learning rate (SGD, cosine)."),
+    runtime: str = typer.Option("auto", help="auto (ship the faster measured) | tvm | onnxruntime"),
+    tune_trials: int = typer.Option(64, help="TVM MetaSchedule trial budget per model (0 = untuned)."),
+    threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all cores)."),
+    out: Path = typer.Option(Path("edgeprune-out"), help="Output directory."),
+    resume: bool = typer.Option(False, help="Continue from OUT/.edgeprune-state."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Prune + fine-tune until the compiled model meets the latency budget; write artifact + report."""
+    from edgeprune.config import Budget, DeployConfig, SearchConfig, parse_floats, parse_shape
+    from edgeprune.data import Preprocessing
+    from edgeprune.deploy import deploy as run_deploy
+    from edgeprune.progress import RichProgress
+
+    size = None
+    if resize:
+        h, _, w = resize.lower().partition("x")
+        try:
+            size = (int(h), int(w or h))
+        except ValueError:
+            _fail(f"--resize {resize!r} is not like 224x224", 2)
+    cfg = DeployConfig(
+        target=target, model=model, weights=weights, trust_checkpoint=trust_checkpoint,
+        input_shape=parse_shape(input_shape) if input_shape else None, data=data, val_data=val_data,
+        preprocessing=Preprocessing(resize=size, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std")),
+        budget=Budget.parse(latency_budget),
+        search=SearchConfig(criterion=criterion, step_epochs=step_epochs, max_steps=max_steps),
+        epochs=epochs, distill=distill, lr=lr, runtime=runtime, tune_trials=tune_trials,
+        threads=threads, out=out, resume=resume, seed=seed,
+    )
+    from edgeprune.criteria import criteria, load_builtin
+
+    load_builtin()
+    criteria.get(criterion)  # unknown criterion: fail before any work
+    with RichProgress() as progress:
+        manifest = run_deploy(cfg, progress)
+    b, r = manifest["baseline"], manifest["result"]
+    print(f"{manifest['runtime']}: {b['latency_ms']['median']:.3f} ms -> {r['latency_ms']['median']:.3f} ms "
+          f"(budget {manifest['budget']['latency_ms']:.3f} ms {'met' if manifest['budget']['met'] else 'NOT met'}), "
+          f"top-1 {b['accuracy']:.4f} -> {r['accuracy']:.4f}; wrote {out}/manifest.json")
+
+
+@app.command()
+@guarded
+def prune(
+    plan: Path = typer.Option(..., help="plan.json written by deploy."),
+    model: str = typer.Option(..., help="The same model spec the plan was made for."),
+    weights: Optional[Path] = typer.Option(None, help="State dict of the *unpruned* model."),
+    pruned_weights: Optional[Path] = typer.Option(None, help="State dict of the pruned model (deploy's pruned_state_dict.pt)."),
+    trust_checkpoint: bool = typer.Option(False),
+    out: Path = typer.Option(Path("pruned.pt2"), help="Where to write the pruned model (torch.export archive)."),
+) -> None:
+    """Replay a saved plan on the original model: same architecture and kept weights."""
+    import torch
+
+    from edgeprune.models.sources import apply_weights, load_state_dict
+    from edgeprune.plan import PruningPlan
+    from edgeprune.prune import apply_plan
+
+    loaded = PruningPlan.load(plan)
+    original = _original_model(model, weights, trust_checkpoint)
+    example = torch.rand(loaded.input_shape)
+    pruned = apply_plan(original, loaded, example)
+    if pruned_weights is not None:
+        apply_weights(pruned, load_state_dict(pruned_weights, trust_checkpoint), pruned_weights)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.export.save(torch.export.export(pruned.eval(), (example,)), str(tmp))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def _original_model(spec: str, weights: Optional[Path], trust: bool):
+    if spec == "demo":
+        from edgeprune.data import Preprocessing, load_digits_data
+        from edgeprune.models.demo import default_cache_dir, load_demo
+
+        return load_demo(load_digits_data(Preprocessing()), default_cache_dir())
+    from edgeprune.models.sources import load_model
+
+    return load_model(spec, weights, trust)
+
+
+@app.command()
+@guarded
+def targets() -> None:
+    """List the known targets and whether each can be used right now."""
+    from edgeprune.backends import get_backend
+    from edgeprune.targets import available_targets, load_target_file
+
+    for name, path in available_targets().items():
+        spec = load_target_file(path)
+        missing = [r for r in spec.runtimes if get_backend(r).unavailable_reason()] if spec.runtimes else []
+        state = "ready" if not missing else f"toolchain missing: {', '.join(missing)}"
+        print(f"{name:20s} {spec.kind:4s} {spec.compiler:10s} {state}  — {spec.description}")
+
+
+criteria_app = typer.Typer(help="Channel-importance criteria.", no_args_is_help=True)
+app.add_typer(criteria_app, name="criteria")
+
+
+@criteria_app.command("list")
+@guarded
+def criteria_list() -> None:
+    """Every registered criterion: its name, then its paper."""
+    from edgeprune.criteria import criteria, get_criterion, load_builtin
+
+    load_builtin()
+    for name in criteria.names():
+        print(f"{name}\t{get_criterion(name).paper}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,61 @@
+"""Compile a model for the target on one runtime and measure the compiled artifact.
+
+The one place the search loop and deploy go through to learn what a candidate costs, so every
+latency edgeprune prints comes from a compiled artifact, never from a MAC count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeprune.artifact import Artifact
+from edgeprune.backends import CompileOptions, get_backend
+from edgeprune.errors import ToolchainMissingError
+from edgeprune.profilers.base import Measurement, MeasureSettings
+from edgeprune.targets import TargetSpec
+
+
+@dataclass(frozen=True)
+class RuntimeResult:
+    artifact: Artifact
+    measurement: Measurement
+
+    @property
+    def median_ms(self) -> float:
+        return self.measurement.latency.median
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Compiles into ``work_dir/<tag>/<runtime>`` and measures with the runtime's local profiler."""
+
+    target: TargetSpec
+    work_dir: Path
+    cache_dir: Path
+    tune_trials: int
+    settings: MeasureSettings
+
+    def options(self, runtime: str) -> CompileOptions:
+        trials = self.tune_trials if runtime == "tvm" else 0
+        return CompileOptions(self.target.name, dict(self.target.compiler_target), self.cache_dir,
+                              trials, self.settings.threads)
+
+    def check(self, runtime: str) -> None:
+        reason = get_backend(runtime).unavailable_reason()
+        if reason:
+            raise ToolchainMissingError(reason)
+
+    def compile(self, model: nn.Module, example: torch.Tensor, runtime: str, tag: str) -> Artifact:
+        backend = get_backend(runtime)
+        return backend.compile(model.eval(), example, self.work_dir / tag / runtime, self.options(runtime))
+
+    def measure(self, artifact: Artifact) -> Measurement:
+        return get_backend(artifact.runtime).measure(artifact, self.settings)
+
+    def run(self, model: nn.Module, example: torch.Tensor, runtime: str, tag: str) -> RuntimeResult:
+        artifact = self.compile(model, example, runtime, tag)
+        return RuntimeResult(artifact, self.measure(artifact))

@@ -1,0 +1,1 @@
+"""Model sources (torchvision names, torch.export archives, ``module:factory``) and the demo net."""

@@ -1,0 +1,90 @@
+"""The pruning plan: per group, which of the *original* channels are kept — saved as JSON.
+
+Indices always refer to the unpruned model, so a plan made by several iterative steps replays in
+one go on the original (``edgeprune prune --plan``). The plan also records the criterion, the
+predicted MACs/params and each search step's measured figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from edgeprune.errors import ConfigError
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    channels: int  # in the original model
+    kept: tuple[int, ...]  # sorted original indices
+
+    def __post_init__(self) -> None:
+        if not self.kept or len(set(self.kept)) != len(self.kept):
+            raise ConfigError("a group must keep at least one distinct channel")
+        if min(self.kept) < 0 or max(self.kept) >= self.channels:
+            raise ConfigError(f"kept index out of range 0..{self.channels - 1}")
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    model: str
+    input_shape: tuple[int, ...]
+    criterion: str
+    groups: dict[str, GroupPlan]
+    macs: dict[str, int] = field(default_factory=dict)  # {"original": .., "pruned": ..}
+    params: dict[str, int] = field(default_factory=dict)
+    steps: tuple[dict, ...] = ()
+
+    @classmethod
+    def identity(cls, model: str, input_shape: tuple[int, ...], criterion: str,
+                 channels: dict[str, int]) -> "PruningPlan":
+        groups = {name: GroupPlan(n, tuple(range(n))) for name, n in channels.items()}
+        return cls(model, tuple(input_shape), criterion, groups)
+
+    def kept_fraction(self) -> float:
+        total = sum(g.channels for g in self.groups.values())
+        return sum(len(g.kept) for g in self.groups.values()) / max(total, 1)
+
+    def with_groups(self, groups: dict[str, GroupPlan]) -> "PruningPlan":
+        return replace(self, groups=groups)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["version"] = PLAN_VERSION
+        data["input_shape"] = list(self.input_shape)
+        data["groups"] = {k: {"channels": g.channels, "kept": list(g.kept)} for k, g in self.groups.items()}
+        data["steps"] = list(self.steps)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PruningPlan":
+        if data.get("version") != PLAN_VERSION:
+            raise ConfigError(f"plan version {data.get('version')!r} is not {PLAN_VERSION}")
+        try:
+            groups = {k: GroupPlan(int(g["channels"]), tuple(int(i) for i in g["kept"]))
+                      for k, g in data["groups"].items()}
+            return cls(data["model"], tuple(data["input_shape"]), data["criterion"], groups,
+                       dict(data.get("macs", {})), dict(data.get("params", {})), tuple(data.get("steps", ())))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"malformed plan: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "PruningPlan":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read plan {path}: {exc}") from None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)

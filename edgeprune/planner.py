@@ -1,0 +1,79 @@
+"""Choose which channels a pruning step removes, from criterion scores.
+
+Kept counts are rounded to the target's ``channel_multiple`` (vector widths, FINN PE/SIMD
+divisors), every group keeps at least ``min_keep`` of its original channels, and the step never
+removes more than it is asked to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from edgeprune.plan import GroupPlan, PruningPlan
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    fraction: float  # share of the currently kept channels to remove in this step
+    scope: Literal["global", "layer"]
+    channel_multiple: int = 1
+    min_keep: float = 0.1  # of each group's original channels
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1 or self.channel_multiple < 1 or not 0 < self.min_keep <= 1:
+            raise ValueError("0 < fraction < 1, channel_multiple >= 1 and 0 < min_keep <= 1 required")
+
+
+def _floor_count(group: GroupPlan, target: float, policy: StepPolicy) -> int:
+    """Largest allowed kept count <= target: a multiple of channel_multiple, >= the minimum."""
+    m = policy.channel_multiple
+    minimum = max(1, math.ceil(policy.min_keep * group.channels))
+    minimum = min(group.channels, math.ceil(minimum / m) * m) if group.channels >= m else minimum
+    count = int(math.floor(target / m) * m) if target >= m else int(math.floor(target))
+    return max(minimum, min(len(group.kept), count))
+
+
+def _targets_layer(plan: PruningPlan, policy: StepPolicy) -> dict[str, int]:
+    return {name: _floor_count(g, len(g.kept) * (1 - policy.fraction), policy) for name, g in plan.groups.items()}
+
+
+def _targets_global(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: StepPolicy) -> dict[str, int]:
+    """Remove the globally lowest-scored channels, then round each group's count."""
+    entries = sorted((float(s), name) for name, vec in scores.items() for s in vec)
+    budget = int(policy.fraction * sum(len(g.kept) for g in plan.groups.values()))
+    removed = {name: 0 for name in plan.groups}
+    for _, name in entries:
+        if budget <= 0:
+            break
+        g = plan.groups[name]
+        if len(g.kept) - removed[name] - 1 >= _floor_count(g, 0, policy):
+            removed[name] += 1
+            budget -= 1
+    return {name: _round_nearest(g, len(g.kept) - removed[name], policy) for name, g in plan.groups.items()}
+
+
+def _round_nearest(group: GroupPlan, count: int, policy: StepPolicy) -> int:
+    m = policy.channel_multiple
+    nearest = int(round(count / m) * m) if count >= m else count
+    return _floor_count(group, min(nearest, len(group.kept)), policy)
+
+
+def next_plan(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: StepPolicy) -> PruningPlan:
+    """Apply one step: keep, in each group, the top-scored channels up to its new count.
+
+    ``scores`` are in the current (already pruned) model's channel order, i.e. aligned with
+    ``plan.groups[name].kept``.
+    """
+    counts = _targets_layer(plan, policy) if policy.scope == "layer" else _targets_global(plan, scores, policy)
+    groups = {}
+    for name, g in plan.groups.items():
+        s = scores[name]
+        if len(s) != len(g.kept):
+            raise ValueError(f"scores for {name} have {len(s)} entries, plan keeps {len(g.kept)}")
+        top = torch.argsort(s, descending=True, stable=True)[: counts[name]]
+        groups[name] = GroupPlan(g.channels, tuple(sorted(g.kept[int(i)] for i in top)))
+    return plan.with_groups(groups)

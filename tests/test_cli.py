@@ -1,0 +1,94 @@
+"""Every user error: one line on stderr, its own exit code, no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, EDGEPRUNE_CACHE=str(cache), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "edgeprune", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, code: int, fragment: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+FAST = ("--runtime", "onnxruntime", "--epochs", "0", "--step-epochs", "0", "--max-steps", "2")
+
+
+def test_unknown_target(tmp_path):
+    proc = run_cli("deploy", "--target", "toaster", "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 2, "unknown target 'toaster'; known: ")
+
+
+def test_model_spec_that_does_not_resolve(tmp_path):
+    proc = run_cli("deploy", "--model", "torchvision:no_such_net", "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 3, "no_such_net")
+
+
+def test_corrupt_and_pickled_checkpoints(tmp_path):
+    corrupt = tmp_path / "c.pt"
+    corrupt.write_bytes(b"garbage")
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", "--weights", str(corrupt), *FAST,
+                   "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 3, "corrupt")
+    pickled = tmp_path / "p.pt"
+    torch.save({"state_dict": {}, "opt": torch.optim.SGD}, pickled)
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", "--weights", str(pickled), *FAST,
+                   "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 3, "--trust-checkpoint")
+
+
+def test_untraceable_model_names_the_reason(tmp_path):
+    proc = run_cli("deploy", "--model", "tests.nets:untraceable", *FAST, "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 4, "torch.export cannot trace")
+
+
+def test_missing_data(tmp_path):
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", "--data", f"imagefolder:{tmp_path / 'none'}",
+                   *FAST, "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 5, "does not exist")
+
+
+def test_output_dir_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", *FAST, "--out", str(blocker / "o"), cache=tmp_path)
+    assert_clean_error(proc, 8, "not writable")
+
+
+def test_impossible_budget_states_best_figure_and_writes_no_artifact(tmp_path):
+    out = tmp_path / "o"
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", *FAST, "--latency-budget", "1us",
+                   "--out", str(out), cache=tmp_path)
+    assert_clean_error(proc, 6, "cannot be met")
+    assert "best reached" in proc.stderr and "MMACs" in proc.stderr
+    assert not (out / "manifest.json").exists() and not (out / "artifact").exists()
+    assert (out / ".edgeprune-state" / "plan.json").is_file()  # search progress is kept
+
+
+@pytest.mark.parametrize("args,fragment", [(("--latency-budget", "soon"), "latency budget"),
+                                           (("--criterion", "astrology"), "unknown criterion")])
+def test_bad_flags(tmp_path, args, fragment):
+    proc = run_cli("deploy", *args, "--out", str(tmp_path / "o"), cache=tmp_path)
+    assert_clean_error(proc, 2, fragment)
+
+
+def test_criteria_list_names_each_paper(tmp_path):
+    proc = run_cli("criteria", "list", cache=tmp_path)
+    assert proc.returncode == 0
+    rows = dict(line.split("\t", 1) for line in proc.stdout.splitlines())
+    assert "Li et al." in rows["l1"] and "Molchanov" in rows["taylor"]
