@@ -7,7 +7,20 @@ from edgeprune.registry import Registry
 
 criteria: Registry = Registry("criterion")
 
-BUILTIN_MODULES = ("edgeprune.criteria.l1", "edgeprune.criteria.taylor")
+BUILTIN_MODULES = (
+    "edgeprune.criteria.l1",
+    "edgeprune.criteria.taylor",
+    "edgeprune.criteria.taylor_act",
+    "edgeprune.criteria.taylor_so",
+    "edgeprune.criteria.thinet",
+    "edgeprune.criteria.nisp",
+    "edgeprune.criteria.sosp",
+    "edgeprune.criteria.slimming",
+    "edgeprune.criteria.bn_datafree",
+    "edgeprune.criteria.chip",
+    "edgeprune.criteria.grad_redundancy",
+    "edgeprune.criteria.random_baseline",
+)
 
 
 def get_criterion(name: str) -> Criterion:
