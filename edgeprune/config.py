@@ -69,12 +69,15 @@ class SearchConfig:
     criterion: str = "taylor"
     max_step: float = 0.2  # remove at most this share of the kept channels per step
     min_step: float = 0.05
-    max_steps: int = 12
+    max_steps: int = 12  # pruning steps per run (a resumed run gets as many again)
     step_epochs: float = 0.5  # recovery fine-tune after each step
     score_batches: int = 8  # minibatches the criterion averages over
     min_keep: float = 0.1
+    headroom: float = 0.03  # aim this far below the budget so timing noise cannot flip the verdict
 
     def __post_init__(self) -> None:
+        if not 0 <= self.headroom < 0.5:
+            raise ConfigError("headroom must be in [0, 0.5)")
         if not 0 < self.min_step <= self.max_step < 1:
             raise ConfigError("need 0 < min_step <= max_step < 1")
         if self.max_steps < 1 or self.score_batches < 1 or self.step_epochs < 0:

@@ -119,57 +119,83 @@ def _choose_shipped(before: dict[str, Measured], after: dict[str, Measured], cfg
     return min(pool, key=lambda rt: after[rt].result.median_ms)
 
 
+STATE_DIR = ".edgeprune-state"
+WORK_DIR = ".edgeprune-work"
+
+
+def _check_state(cfg: DeployConfig, folder: Path) -> None:
+    """Never overwrite unfinished search progress by accident."""
+    if not cfg.resume and (folder / "state.json").is_file():
+        raise ConfigError(f"{cfg.out} holds an unfinished search; rerun with --resume to continue it, "
+                          f"or delete {folder} to start over")
+
+
+def _load(cfg: DeployConfig, cache_dir: Path, progress: ProgressSink) -> tuple[DataBundle, nn.Module, torch.Tensor]:
+    data = load_data(cfg.data, cfg.preprocessing, cfg.val_data)
+    model = _load_model(cfg, data, cache_dir, progress)
+    example = torch.rand(_input_shape(cfg, data))
+    check_traceable(model, example)
+    return data, model, example
+
+
+def _search(cfg: DeployConfig, target: TargetSpec, inputs: SearchInputs, evaluator: Evaluator,
+            checkpoint: Checkpoint, progress: ProgressSink) -> tuple:
+    """Run (or resume) the search; returns (plan, pruned model, phase reached)."""
+    resumed = checkpoint.load(inputs.original, inputs.example) if cfg.resume else None
+    if resumed and resumed[2] == "final":
+        return resumed
+    if resumed:
+        progress.log(f"resuming after step {len(resumed[0].steps) - 1} from {checkpoint.folder}")
+    outcome = run_search(inputs, cfg.search, evaluator, target.channel_multiple, checkpoint,
+                         resumed[:2] if resumed else None, progress)
+    return outcome.plan, outcome.model, "search"
+
+
+def _final_tune(cfg: DeployConfig, inputs: SearchInputs, plan, pruned: nn.Module, checkpoint: Checkpoint,
+                progress: ProgressSink) -> None:
+    try:
+        train(pruned, inputs.train_loader, replace(inputs.recovery, epochs=cfg.epochs), inputs.teacher,
+              progress=progress, description="final fine-tune")
+    except KeyboardInterrupt:
+        checkpoint.save(plan, pruned, "search")
+        raise
+    checkpoint.save(plan, pruned, "final")
+
+
 def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     """Run the whole pipeline; returns the manifest that was written to ``cfg.out``."""
     clock = StageClock()
     target = get_target(cfg.target)
+    runtimes = _runtimes(cfg, target)
     ensure_writable(cfg.out)
+    _check_state(cfg, cfg.out / STATE_DIR)
     cache_dir = cfg.cache_dir or default_cache_dir()
     torch.manual_seed(cfg.seed)
-    runtimes = _runtimes(cfg, target)
-    with clock.stage("load", progress):
-        data = load_data(cfg.data, cfg.preprocessing, cfg.val_data)
-        model = _load_model(cfg, data, cache_dir, progress)
-        example = torch.rand(_input_shape(cfg, data))
-        check_traceable(model, example)
     settings = MeasureSettings(threads=cfg.threads)
-    work = cfg.out / ".edgeprune-work"
-    evaluator = Evaluator(target, work, cache_dir, cfg.tune_trials, settings)
+    evaluator = Evaluator(target, cfg.out / WORK_DIR, cache_dir, cfg.tune_trials, settings)
     for rt in runtimes:
         evaluator.check(rt)
-    train_loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_loader = make_loader(data.val, 256, shuffle=False)
+    with clock.stage("load", progress):
+        data, model, example = _load(cfg, cache_dir, progress)
     with clock.stage("baseline: compile + validate + measure", progress):
         before = _compile_all(evaluator, model, example, runtimes, "baseline", data, progress)
         eager_before = measure_eager(model, example, settings)
     search_rt = cfg.runtime if cfg.runtime != "auto" else min(before, key=lambda rt: before[rt].result.median_ms)
     budget_ms = cfg.budget.resolve(before[search_rt].result.median_ms)
     progress.log(f"budget {cfg.budget.describe()} = {budget_ms:.3f} ms on {search_rt}")
-    state = Checkpoint(cfg.out / ".edgeprune-state", fingerprint(
-        {"model": cfg.model, "weights": cfg.weights, "data": cfg.data, "target": target.name,
-         "criterion": cfg.search.criterion, "shape": example.shape, "budget": cfg.budget}))
-    resumed = state.load(model, example) if cfg.resume else None
     teacher = copy.deepcopy(model).eval() if cfg.distill else None
-    kd = 0.5 if cfg.distill else 0.0
-    phase = resumed[2] if resumed else "search"
+    inputs = SearchInputs(model, example, make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed),
+                          make_loader(data.val, 256, shuffle=False), search_rt, budget_ms,
+                          TrainConfig(epochs=cfg.search.step_epochs, lr=cfg.lr, kd_alpha=0.5 if cfg.distill else 0.0),
+                          teacher)
+    checkpoint = Checkpoint(cfg.out / STATE_DIR, fingerprint(
+        {"model": cfg.model, "weights": cfg.weights, "data": cfg.data, "target": target.name,
+         "criterion": cfg.search.criterion, "shape": example.shape}))
     with clock.stage("search: prune + fine-tune + measure", progress):
-        if phase == "final":
-            plan, pruned = resumed[0], resumed[1]
-        else:
-            inputs = SearchInputs(model, example, train_loader, val_loader, search_rt, budget_ms,
-                                  TrainConfig(epochs=cfg.search.step_epochs, lr=cfg.lr, kd_alpha=kd), teacher)
-            outcome = run_search(inputs, cfg.search, evaluator, target.channel_multiple, state,
-                                 resumed[:2] if resumed else None, progress)
-            plan, pruned = outcome.plan, outcome.model
+        plan, pruned, phase = _search(cfg, target, inputs, evaluator, checkpoint, progress)
     with clock.stage("final fine-tune", progress):
         if phase != "final":
-            try:
-                train(pruned, train_loader, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, kd_alpha=kd), teacher,
-                      progress=progress, description="final fine-tune")
-            except KeyboardInterrupt:
-                state.save(plan, pruned, "search")
-                raise
-            state.save(plan, pruned, "final")
+            _final_tune(cfg, inputs, plan, pruned, checkpoint, progress)
     with clock.stage("result: compile + validate + measure", progress):
         after = _compile_all(evaluator, pruned, example, runtimes, "result", data, progress)
         eager_after = measure_eager(pruned, example, settings)
@@ -177,10 +203,10 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     plan = _finish_plan(plan, cfg.model, model, pruned, example)
     with clock.stage("report", progress):
         manifest = _manifest(cfg, target, data, model, pruned, example, plan, before, after, shipped,
-                             eager_before, eager_after, budget_ms, clock, evaluator)
+                             (eager_before, eager_after), budget_ms, clock, search_rt)
         _write_outputs(cfg.out, pruned, plan, after[shipped], after, manifest)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state.folder, ignore_errors=True)
+        shutil.rmtree(cfg.out / WORK_DIR, ignore_errors=True)
+        shutil.rmtree(checkpoint.folder, ignore_errors=True)
     return manifest
 
 
@@ -195,8 +221,11 @@ def _size(model: nn.Module, example: torch.Tensor, accuracy: float, latency: dic
     return {"latency_ms": latency, "accuracy": accuracy, "macs": macs, "params": params}
 
 
-def _manifest(cfg, target, data, model, pruned, example, plan, before, after, shipped,
-              eager_before, eager_after, budget_ms, clock, evaluator) -> dict:
+def _manifest(cfg: DeployConfig, target: TargetSpec, data: DataBundle, model: nn.Module, pruned: nn.Module,
+              example: torch.Tensor, plan, before: dict[str, Measured], after: dict[str, Measured],
+              shipped: str, eager: tuple, budget_ms: float, clock: StageClock, search_rt: str) -> dict:
+    """The public contract (README documents its keys); every latency carries its source."""
+    eager_before, eager_after = eager
     chosen_before, chosen_after = before[shipped], after[shipped]
     runtimes = {rt: {"baseline": before[rt].to_json(), "result": after[rt].to_json()} for rt in after}
     runtimes["pytorch-eager"] = {"baseline": eager_before.to_json(), "result": eager_after.to_json(),
@@ -222,7 +251,7 @@ def _manifest(cfg, target, data, model, pruned, example, plan, before, after, sh
         "budget": {"requested": cfg.budget.describe(), "latency_ms": budget_ms, "met": met,
                    "measured_on": shipped},
         "runtimes": runtimes,
-        "search": {"runtime": evaluator_runtime(plan), "steps": list(plan.steps)},
+        "search": {"runtime": search_rt, "criterion": cfg.search.criterion, "steps": list(plan.steps)},
         "device": chosen_after.result.measurement.device,
         "energy": chosen_after.result.measurement.to_json()["energy"].get("status", "measured"),
         "plan": "plan.json",
@@ -233,14 +262,9 @@ def _manifest(cfg, target, data, model, pruned, example, plan, before, after, sh
     }
 
 
-def evaluator_runtime(plan) -> str:
-    steps = plan.steps
-    return steps[-1]["latency_ms"]["source"] if steps else "none"
-
-
 def _write_outputs(out: Path, pruned: nn.Module, plan, shipped: Measured, after: dict[str, Measured],
                    manifest: dict) -> None:
-    staging = out / f".staging"
+    staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "artifact").mkdir(parents=True)
     for f in shipped.result.artifact.files:

@@ -115,8 +115,10 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, evaluator: Evaluator, ch
     else:
         plan, model = start
     best: tuple[float, int] | None = None
+    first = len(plan.steps)  # a resumed search continues its step numbering
+    goal = inputs.budget_ms * (1.0 - cfg.headroom)
     try:
-        for step in range(len(plan.steps), cfg.max_steps + 1):
+        for step in range(first, first + cfg.max_steps + 1):
             result = evaluator.run(model, inputs.example, inputs.runtime, f"step{step}")
             macs, params = count_macs(model, inputs.example)
             record = {"step": step, "latency_ms": result.measurement.latency.to_json(), "macs": macs,
@@ -128,11 +130,11 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, evaluator: Evaluator, ch
                          f"{macs / 1e6:.2f} MMACs, top-1 {record['accuracy_pytorch']:.3f}")
             if best is None or result.median_ms < best[0]:
                 best = (result.median_ms, macs)
-            if result.median_ms <= inputs.budget_ms:
+            if result.median_ms <= goal:
                 return SearchOutcome(model, plan, result)
-            if step == cfg.max_steps:
+            if step == first + cfg.max_steps:
                 break
-            fraction = step_fraction(result.median_ms, inputs.budget_ms, cfg)
+            fraction = step_fraction(result.median_ms, goal, cfg)
             scores = criterion(ScoreContext(model, GroupedModel(model, inputs.example),
                                             _score_batches(inputs.train_loader, cfg.score_batches)))
             policy = StepPolicy(fraction, criterion.scope, channel_multiple, cfg.min_keep)
