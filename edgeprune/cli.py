@@ -152,18 +152,47 @@ def _original_model(spec: str, weights: Optional[Path], trust: bool):
     return load_model(spec, weights, trust)
 
 
+def _runtime_state(runtime: str) -> str | None:
+    """``None`` if the runtime can compile here, else why not (missing toolchain / no backend)."""
+    from edgeprune.backends import get_backend
+    from edgeprune.errors import UnknownNameError
+
+    try:
+        return get_backend(runtime).unavailable_reason()
+    except UnknownNameError:
+        return f"{runtime}: no edgeprune backend yet"
+
+
+def _board_state(reach) -> str:
+    """Where the board is and whether its port answers now (a 1 s TCP probe, nothing more)."""
+    import socket
+
+    if reach.mode == "local":
+        return "board: this machine"
+    if not reach.host:
+        return f"board: not configured (--device {reach.mode}://...)"
+    port = reach.port or (22 if reach.mode == "ssh" else 9190)
+    try:
+        with socket.create_connection((reach.host, port), timeout=1.0):
+            return f"board: {reach.host}:{port} reachable"
+    except OSError:
+        return f"board: {reach.host}:{port} unreachable"
+
+
 @app.command()
 @guarded
 def targets() -> None:
-    """List the known targets and whether each can be used right now."""
-    from edgeprune.backends import get_backend
+    """List the known targets and what is usable right now (toolchains, how the board is reached)."""
     from edgeprune.targets import available_targets, load_target_file
 
     for name, path in available_targets().items():
         spec = load_target_file(path)
-        missing = [r for r in spec.runtimes if get_backend(r).unavailable_reason()] if spec.runtimes else []
-        state = "ready" if not missing else f"toolchain missing: {', '.join(missing)}"
-        print(f"{name:20s} {spec.kind:4s} {spec.compiler:10s} {state}  — {spec.description}")
+        usable = [rt for rt in spec.runtimes if _runtime_state(rt) is None]
+        missing = [rt for rt in spec.runtimes if rt not in usable]
+        state = f"runtimes ready: {', '.join(usable) or 'none'}"
+        if missing:
+            state += f"; missing: {', '.join(missing)}"
+        print(f"{name:18s} {spec.kind:4s} {state}; {_board_state(spec.reach)} — {spec.description}")
 
 
 criteria_app = typer.Typer(help="Channel-importance criteria.", no_args_is_help=True)
@@ -179,6 +208,50 @@ def criteria_list() -> None:
     load_builtin()
     for name in criteria.names():
         print(f"{name}\t{get_criterion(name).paper}")
+
+
+@criteria_app.command("compare")
+@guarded
+def criteria_compare(
+    out: Path = typer.Option(..., help="Output directory: criteria.json, report.md, PNG plots."),
+    model: str = typer.Option("demo", help="demo | torchvision:NAME?k=v | module:factory"),
+    data: str = typer.Option("digits", help="digits | imagefolder:PATH"),
+    weights: Optional[Path] = typer.Option(None, help="State dict for the model (weights_only load)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint (runs its code!)."),
+    criteria_names: Optional[str] = typer.Option(
+        None, "--criteria", help="Comma-separated criteria (default: all); options as NAME?key=value, "
+                                 "e.g. 'taylor-so?hessian=fisher' (quote it)."),
+    ratios: str = typer.Option("0.1,0.3,0.5,0.7", help="Pruning ratios (share of channels removed)."),
+    finetune_epochs: float = typer.Option(0.5, help="Fine-tune after each pruning (0: skip)."),
+    train_epochs: float = typer.Option(0.0, help="Train the model first (for an untrained factory); 0: as is."),
+    score_batches: int = typer.Option(2, help="Training minibatches the criteria score."),
+    heldout_batches: int = typer.Option(2, help="Validation minibatches the oracle uses (one pass per channel)."),
+    eval_batches: int = typer.Option(0, help="Validation minibatches for accuracy, after the oracle's (0: all)."),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(0.01, help="Fine-tune learning rate (SGD, cosine)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Correlate every criterion with the oracle (measured loss change per removed channel) and
+    measure accuracy after pruning to each ratio, with and without fine-tuning."""
+    import shlex
+
+    from rich.console import Console
+
+    from edgeprune.config import parse_floats
+    from edgeprune.progress import RichProgress
+    from edgeprune.study import StudyConfig, run_study, rich_table
+
+    cfg = StudyConfig(
+        out=out, model=model, data=data, weights=weights, trust_checkpoint=trust_checkpoint,
+        criteria=tuple(c.strip() for c in criteria_names.split(",") if c.strip()) if criteria_names else (),
+        ratios=parse_floats(ratios, "--ratios") or (), finetune_epochs=finetune_epochs, train_epochs=train_epochs,
+        score_batches=score_batches, heldout_batches=heldout_batches, eval_batches=eval_batches,
+        batch_size=batch_size, lr=lr, seed=seed, command=shlex.join(["edgeprune", *sys.argv[1:]]),
+    )
+    with RichProgress() as progress:
+        report = run_study(cfg, progress)
+    Console(width=max(Console().width, 140)).print(rich_table(report))
+    print(f"model: {report['model']['training']}; wrote {out}/criteria.json, {out}/report.md")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -92,3 +92,13 @@ def test_criteria_list_names_each_paper(tmp_path):
     assert proc.returncode == 0
     rows = dict(line.split("\t", 1) for line in proc.stdout.splitlines())
     assert "Li et al." in rows["l1"] and "Molchanov" in rows["taylor"]
+
+
+def test_targets_lists_every_board_with_its_state(tmp_path):
+    proc = run_cli("targets", cache=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()}
+    assert {"host", "raspberry-pi-4", "jetson-nano", "pynq-z2"} <= set(rows)
+    assert "runtimes ready: onnxruntime, tvm" in rows["host"] and "board: this machine" in rows["host"]
+    assert "missing: tensorrt" in rows["jetson-nano"]
+    assert "not configured" in rows["raspberry-pi-4"]

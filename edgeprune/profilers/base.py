@@ -48,7 +48,7 @@ class Measurement:
 
 
 class Profiler(Protocol):
-    """Measures an artifact. Implementations register in :data:`edgeprune.profilers.profilers`."""
+    """Measures an artifact: local backends (``Backend.measure``), TVM RPC, SSH, roofline estimate."""
 
     name: str
 
