@@ -66,6 +66,10 @@ def deploy(
     resize: Optional[str] = typer.Option(None, help="HxW to resize images to."),
     latency_budget: str = typer.Option("0.5x", help="0.5x (of the unpruned model's latency) | 3.2ms | 800us"),
     criterion: str = typer.Option("taylor", help="Channel criterion (see `edgeprune criteria list`)."),
+    regularizer: Optional[str] = typer.Option(
+        None, help="Training-time regulariser in every fine-tune: slimming | scl | rigl | hessian-spectral | lrpet."),
+    from_scratch: bool = typer.Option(
+        False, help="Also train the pruned architecture from scratch (Scratch-E and Scratch-B) and report both."),
     epochs: float = typer.Option(2.0, help="Final fine-tune epochs."),
     step_epochs: float = typer.Option(0.5, help="Recovery fine-tune epochs after each pruning step."),
     max_steps: int = typer.Option(12, help="Most pruning steps before giving up on the budget."),
@@ -74,6 +78,9 @@ def deploy(
     runtime: str = typer.Option("auto", help="auto (ship the faster measured) | tvm | onnxruntime"),
     tune_trials: int = typer.Option(64, help="TVM MetaSchedule trial budget per model (0 = untuned)."),
     threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all cores)."),
+    device: Optional[str] = typer.Option(None, help="Measure on a board: local | rpc://HOST:PORT[/KEY] | ssh://USER@HOST[:PORT]."),
+    ssh_known_hosts: Optional[Path] = typer.Option(None, help="known_hosts file pinning the board's SSH host key."),
+    ssh_identity: Optional[Path] = typer.Option(None, help="SSH private key for the board."),
     out: Path = typer.Option(Path("edgeprune-out"), help="Output directory."),
     resume: bool = typer.Option(False, help="Continue from OUT/.edgeprune-state."),
     seed: int = typer.Option(0),
@@ -82,6 +89,7 @@ def deploy(
     from edgeprune.config import Budget, DeployConfig, SearchConfig, parse_floats, parse_shape
     from edgeprune.data import Preprocessing
     from edgeprune.deploy import deploy as run_deploy
+    from edgeprune.profilers.remote import DeviceOptions
     from edgeprune.progress import RichProgress
 
     size = None
@@ -96,9 +104,12 @@ def deploy(
         input_shape=parse_shape(input_shape) if input_shape else None, data=data, val_data=val_data,
         preprocessing=Preprocessing(resize=size, mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std")),
         budget=Budget.parse(latency_budget),
-        search=SearchConfig(criterion=criterion, step_epochs=step_epochs, max_steps=max_steps),
+        search=SearchConfig(criterion=criterion, step_epochs=step_epochs, max_steps=max_steps,
+                            regularizer=regularizer),
         epochs=epochs, distill=distill, lr=lr, runtime=runtime, tune_trials=tune_trials,
-        threads=threads, out=out, resume=resume, seed=seed,
+        threads=threads, device=device,
+        device_options=DeviceOptions(known_hosts=ssh_known_hosts, identity_file=ssh_identity),
+        out=out, resume=resume, seed=seed, from_scratch=from_scratch,
     )
     from edgeprune.criteria import criteria, load_builtin
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeprune.data import Preprocessing
 from edgeprune.errors import ConfigError
+from edgeprune.profilers.remote import DeviceOptions
 
 RUNTIME_CHOICES = ("auto", "tvm", "onnxruntime")
 
@@ -74,6 +75,7 @@ class SearchConfig:
     score_batches: int = 8  # minibatches the criterion averages over
     min_keep: float = 0.1
     headroom: float = 0.03  # aim this far below the budget so timing noise cannot flip the verdict
+    regularizer: str | None = None  # training-time regulariser for every fine-tune (edgeprune.regularizers)
 
     def __post_init__(self) -> None:
         if not 0 <= self.headroom < 0.5:
@@ -82,6 +84,10 @@ class SearchConfig:
             raise ConfigError("need 0 < min_step <= max_step < 1")
         if self.max_steps < 1 or self.score_batches < 1 or self.step_epochs < 0:
             raise ConfigError("max_steps and score_batches must be >= 1, step_epochs >= 0")
+        if self.regularizer is not None:
+            from edgeprune.regularizers import regularizers  # lazy: the registry imports torch-heavy modules
+
+            regularizers.get(self.regularizer)  # unknown name: UnknownNameError before any work
 
 
 @dataclass(frozen=True)
@@ -103,10 +109,13 @@ class DeployConfig:
     runtime: str = "auto"
     tune_trials: int = 64
     threads: int | None = None
+    device: str | None = None  # --device: local | rpc://HOST:PORT[/KEY] | ssh://USER@HOST[:PORT]
+    device_options: DeviceOptions = field(default_factory=DeviceOptions)
     out: Path = Path("edgeprune-out")
     cache_dir: Path | None = None
     resume: bool = False
     seed: int = 0
+    from_scratch: bool = False  # also train the pruned architecture from scratch (Scratch-E/B)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:

@@ -26,9 +26,12 @@ from edgeprune.models.sources import load_model
 from edgeprune.profilers.base import MeasureSettings
 from edgeprune.profilers.eager import measure_eager
 from edgeprune.progress import ProgressSink, null_progress
+from edgeprune.regularizers import regularized
 from edgeprune.report import ensure_writable, publish, render_markdown, versions
+from edgeprune.scratch import fine_tune_epochs, scratch_comparison
 from edgeprune.search import Checkpoint, SearchInputs, fingerprint, run_search
-from edgeprune.targets import TargetSpec, get_target
+from edgeprune.profilers.remote import profiler_for
+from edgeprune.targets import TargetSpec, get_target, resolve_reach
 from edgeprune.validate import ValidationResult, validate_artifact
 
 
@@ -87,6 +90,9 @@ def _load_model(cfg: DeployConfig, data: DataBundle, cache_dir: Path, progress: 
 
 def _runtimes(cfg: DeployConfig, target: TargetSpec) -> list[str]:
     if cfg.runtime == "auto":
+        if cfg.device and cfg.device != "local":
+            raise ConfigError("with --device, name the runtime the board runs: --runtime tvm (RPC) "
+                              "or --runtime onnxruntime (SSH)")
         return list(target.runtimes)
     if cfg.runtime not in target.runtimes:
         raise ConfigError(f"target {target.name} has no runtime {cfg.runtime!r}; it has {', '.join(target.runtimes)}")
@@ -95,12 +101,10 @@ def _runtimes(cfg: DeployConfig, target: TargetSpec) -> list[str]:
 
 def _compile_all(evaluator: Evaluator, model: nn.Module, example: torch.Tensor, runtimes: list[str],
                  tag: str, data: DataBundle, progress: ProgressSink) -> dict[str, Measured]:
-    from edgeprune.backends import get_backend
-
     measured = {}
     for runtime in runtimes:
         result = evaluator.run(model, example, runtime, tag)
-        session = get_backend(runtime).load(result.artifact)
+        session = evaluator.session(result.artifact)
         validation = validate_artifact(session, model, data.val, example.shape[0], runtime=runtime)
         measured[runtime] = Measured(result, validation)
         progress.log(f"  {tag} {runtime}: {result.measurement.latency.short()}, "
@@ -154,8 +158,9 @@ def _search(cfg: DeployConfig, target: TargetSpec, inputs: SearchInputs, evaluat
 def _final_tune(cfg: DeployConfig, inputs: SearchInputs, plan, pruned: nn.Module, checkpoint: Checkpoint,
                 progress: ProgressSink) -> None:
     try:
-        train(pruned, inputs.train_loader, replace(inputs.recovery, epochs=cfg.epochs), inputs.teacher,
-              progress=progress, description="final fine-tune")
+        with regularized(cfg.search.regularizer, pruned, inputs.train_loader, cfg.epochs) as callbacks:
+            train(pruned, inputs.train_loader, replace(inputs.recovery, epochs=cfg.epochs), inputs.teacher,
+                  callbacks, progress=progress, description="final fine-tune")
     except KeyboardInterrupt:
         checkpoint.save(plan, pruned, "search")
         raise
@@ -172,7 +177,9 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     cache_dir = cfg.cache_dir or default_cache_dir()
     torch.manual_seed(cfg.seed)
     settings = MeasureSettings(threads=cfg.threads)
-    evaluator = Evaluator(target, cfg.out / WORK_DIR, cache_dir, cfg.tune_trials, settings)
+    reach = resolve_reach(target, cfg.device)
+    profilers = {rt: p for rt in runtimes if (p := profiler_for(reach, rt, target, cfg.device_options))}
+    evaluator = Evaluator(target, cfg.out / WORK_DIR, cache_dir, cfg.tune_trials, settings, profilers)
     for rt in runtimes:
         evaluator.check(rt)
     with clock.stage("load", progress):
@@ -201,9 +208,17 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
         eager_after = measure_eager(pruned, example, settings)
     shipped = _choose_shipped(before, after, cfg)
     plan = _finish_plan(plan, cfg.model, model, pruned, example)
+    scratch = None
+    if cfg.from_scratch:
+        with clock.stage("from scratch: Scratch-E + Scratch-B", progress):
+            scratch = scratch_comparison(pruned, plan.macs, inputs.train_loader, inputs.val_loader,
+                                         fine_tune_epochs(cfg.epochs, cfg.search.step_epochs, plan.steps),
+                                         cfg.seed, inputs.recovery, progress)
     with clock.stage("report", progress):
         manifest = _manifest(cfg, target, data, model, pruned, example, plan, before, after, shipped,
                              (eager_before, eager_after), budget_ms, clock, search_rt)
+        if scratch is not None:
+            manifest["from_scratch"] = scratch
         _write_outputs(cfg.out, pruned, plan, after[shipped], after, manifest)
         shutil.rmtree(cfg.out / WORK_DIR, ignore_errors=True)
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
@@ -251,7 +266,8 @@ def _manifest(cfg: DeployConfig, target: TargetSpec, data: DataBundle, model: nn
         "budget": {"requested": cfg.budget.describe(), "latency_ms": budget_ms, "met": met,
                    "measured_on": shipped},
         "runtimes": runtimes,
-        "search": {"runtime": search_rt, "criterion": cfg.search.criterion, "steps": list(plan.steps)},
+        "search": {"runtime": search_rt, "criterion": cfg.search.criterion, "steps": list(plan.steps),
+                   "regularizer": cfg.search.regularizer},
         "device": chosen_after.result.measurement.device,
         "energy": chosen_after.result.measurement.to_json()["energy"].get("status", "measured"),
         "plan": "plan.json",

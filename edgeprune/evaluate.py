@@ -6,16 +6,17 @@ latency edgeprune prints comes from a compiled artifact, never from a MAC count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from edgeprune.artifact import Artifact
-from edgeprune.backends import CompileOptions, get_backend
+from edgeprune.backends import CompileOptions, Session, get_backend
 from edgeprune.errors import ToolchainMissingError
-from edgeprune.profilers.base import Measurement, MeasureSettings
+from edgeprune.profilers.base import Measurement, MeasureSettings, Profiler
+from edgeprune.profilers.remote import remote_session
 from edgeprune.targets import TargetSpec
 
 
@@ -31,13 +32,15 @@ class RuntimeResult:
 
 @dataclass(frozen=True)
 class Evaluator:
-    """Compiles into ``work_dir/<tag>/<runtime>`` and measures with the runtime's local profiler."""
+    """Compiles into ``work_dir/<tag>/<runtime>`` and measures on the device: with the board's
+    profiler when ``profilers`` names one for the runtime (``--device``), else locally."""
 
     target: TargetSpec
     work_dir: Path
     cache_dir: Path
     tune_trials: int
     settings: MeasureSettings
+    profilers: dict[str, Profiler] = field(default_factory=dict)
 
     def options(self, runtime: str) -> CompileOptions:
         trials = self.tune_trials if runtime == "tvm" else 0
@@ -54,7 +57,16 @@ class Evaluator:
         return backend.compile(model.eval(), example, self.work_dir / tag / runtime, self.options(runtime))
 
     def measure(self, artifact: Artifact) -> Measurement:
+        remote = self.profilers.get(artifact.runtime)
+        if remote is not None:
+            return remote.measure(artifact, self.settings)
         return get_backend(artifact.runtime).measure(artifact, self.settings)
+
+    def session(self, artifact: Artifact) -> Session:
+        """Run the artifact where it is measured: on the board if it can run it there (the
+        stronger check), else on this machine."""
+        on_board = remote_session(self.profilers.get(artifact.runtime), artifact)
+        return on_board or get_backend(artifact.runtime).load(artifact)
 
     def run(self, model: nn.Module, example: torch.Tensor, runtime: str, tag: str) -> RuntimeResult:
         artifact = self.compile(model, example, runtime, tag)

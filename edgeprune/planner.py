@@ -53,7 +53,24 @@ def _targets_global(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: 
         if len(g.kept) - removed[name] - 1 >= _floor_count(g, 0, policy):
             removed[name] += 1
             budget -= 1
-    return {name: _round_nearest(g, len(g.kept) - removed[name], policy) for name, g in plan.groups.items()}
+    counts = {name: _round_nearest(g, len(g.kept) - removed[name], policy) for name, g in plan.groups.items()}
+    if any(removed.values()) and all(counts[n] == len(g.kept) for n, g in plan.groups.items()):
+        counts = _force_progress(plan, removed, counts, policy)
+    return counts
+
+
+def _force_progress(plan: PruningPlan, removed: dict[str, int], counts: dict[str, int],
+                    policy: StepPolicy) -> dict[str, int]:
+    """Rounding to ``channel_multiple`` can cancel a small step everywhere; then shrink by one
+    multiple the group the ranking wanted to prune most, so a step always makes progress."""
+    for name in sorted(removed, key=removed.get, reverse=True):
+        if removed[name] == 0:
+            break
+        g = plan.groups[name]
+        smaller = _floor_count(g, len(g.kept) - 1, policy)
+        if smaller < len(g.kept):
+            return {**counts, name: smaller}
+    return counts
 
 
 def _round_nearest(group: GroupPlan, count: int, policy: StepPolicy) -> int:

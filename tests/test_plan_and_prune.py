@@ -92,3 +92,14 @@ def _conv_macs(model, example) -> int:
     for h in handles:
         h.remove()
     return total
+
+
+def test_a_small_global_step_still_prunes_when_rounding_would_cancel_it(tiny_net, example):
+    """5% of 104 channels spread over five groups rounds back to multiples of 4 everywhere;
+    the planner must still shrink the group the ranking wanted to prune most."""
+    plan = PruningPlan.identity("tiny", tuple(example.shape), "taylor", group_channels(tiny_net, example))
+    scores = {n: torch.arange(g.channels, dtype=torch.float32) + (100.0 if n != "stage2.1.conv1" else 0.0)
+              for n, g in plan.groups.items()}
+    new = next_plan(plan, scores, StepPolicy(0.05, "global", channel_multiple=4))
+    changed = {n: len(g.kept) for n, g in new.groups.items() if len(g.kept) != plan.groups[n].channels}
+    assert changed == {"stage2.1.conv1": 28}

@@ -353,6 +353,26 @@ class TvmRpcProfiler:
             raise result.error
         return result.measurements[0]
 
+    def session(self, artifact: Artifact) -> Callable[[np.ndarray], np.ndarray]:
+        """Load the artifact on the board once and return a callable for many inputs (validation
+        of a whole data set); a lost link is retried like :meth:`measure`."""
+        import tvm
+
+        self._check(artifact)
+        link = _Link(self)
+        loaded: dict[str, Any] = {}
+
+        def call(session: Any, x: np.ndarray) -> np.ndarray:
+            if loaded.get("session") is not session:
+                loaded["session"] = session
+                loaded["vm"], loaded["dev"] = self._load(session, artifact)
+            vm, dev = loaded["vm"], loaded["dev"]
+            vm.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
+            vm.invoke_stateful("main")
+            return _outputs(vm)[0]
+
+        return lambda x: link.run(f"running {artifact.path.name}", lambda session: call(session, x))
+
     def run(self, artifact: Artifact, inputs: np.ndarray) -> list[np.ndarray]:
         """Run the artifact once on the board and return its outputs (to validate them)."""
         import tvm

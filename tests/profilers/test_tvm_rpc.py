@@ -34,6 +34,7 @@ from edgeprune.errors import ConfigError, DeviceError  # noqa: E402
 from edgeprune.profilers.base_settings import MeasureSettings  # noqa: E402
 from edgeprune.profilers.tvm_rpc import RetryPolicy, TvmRpcProfiler  # noqa: E402
 from edgeprune.targets import Reach, parse_device  # noqa: E402
+from tests.services import _free_port, _kill, _start, _wait_port, _wait_registered  # noqa: E402
 
 SETTINGS = MeasureSettings(warmup=2, repeats=5, min_repeat_ms=1.0)
 FAST_RETRY = RetryPolicy(attempts=3, backoff_s=0.2, max_backoff_s=0.5)
@@ -69,53 +70,6 @@ def _compile(width: int, out: Path) -> Compiled:
     path.parent.mkdir(parents=True)
     ex.export_library(str(path))
     return Compiled(Artifact("tvm", "host", (path,), tuple(example.shape)), model)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    """A TVM exec module in a new session, so its process group (workers included) can be killed."""
-    with log.open("w") as sink:
-        return subprocess.Popen([sys.executable, "-m", *args], stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early: {log.read_text()[-500:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} not listening after {timeout_s} s: {log.read_text()[-500:]}")
-
-
-def _wait_registered(tracker_port: int, key: str, timeout_s: float = 30.0) -> None:
-    """The server listens before it registers with the tracker; wait for the registration."""
-    from tvm import rpc
-
-    tracker = rpc.connect_tracker("127.0.0.1", tracker_port)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(s["key"] == f"server:{key}" for s in tracker.summary()["server_info"]):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"no server registered under {key!r}")
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Board-in-the-loop through ``deploy``: a real TVM RPC server on 127.0.0.1 stands in for a board.
+
+The artifact is uploaded to the server, validated there (outputs and top-1 computed on the
+"board") and timed there; the manifest says ``measured:tvm-rpc``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.services import _free_port, _kill, _start, _wait_port
+from tests.test_cli import run_cli
+
+pytest.importorskip("cloudpickle", reason="the TVM RPC server needs cloudpickle")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rpc_server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("rpc") / "server.log"
+    proc = _start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+                   str(port + 1)], log)
+    try:
+        _wait_port(port, proc, log)
+        yield port
+    finally:
+        _kill(proc)
+
+
+def test_deploy_measures_and_validates_on_the_rpc_device(rpc_server, cache_dir, tmp_path):
+    out = tmp_path / "o"
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", "--runtime", "tvm", "--tune-trials", "0",
+                   "--device", f"rpc://127.0.0.1:{rpc_server}", "--epochs", "0.1", "--step-epochs", "0.1",
+                   "--latency-budget", "0.95x", "--max-steps", "4", "--out", str(out), cache=cache_dir, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["runtime"] == "tvm"
+    assert m["baseline"]["latency_ms"]["source"] == "measured:tvm-rpc"
+    assert m["result"]["latency_ms"]["source"] == "measured:tvm-rpc"
+    assert f"127.0.0.1:{rpc_server}" in m["device"]
+    assert m["runtimes"]["tvm"]["result"]["validation"]["samples"] == m["data"]["val_samples"]
+
+
+def test_device_needs_an_explicit_runtime(tmp_path, cache_dir):
+    proc = run_cli("deploy", "--device", "rpc://127.0.0.1:1", "--out", str(tmp_path / "o"), cache=cache_dir)
+    assert proc.returncode == 2 and "--runtime tvm" in proc.stderr
+
+
+def test_unreachable_board_is_a_device_error(tmp_path, cache_dir):
+    port = _free_port()
+    proc = run_cli("deploy", "--model", "tests.nets:tiny_demo", "--runtime", "tvm", "--tune-trials", "0",
+                   "--device", f"rpc://127.0.0.1:{port}", "--out", str(tmp_path / "o"), cache=cache_dir, timeout=600)
+    assert proc.returncode == 10, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o" / "manifest.json").exists()
