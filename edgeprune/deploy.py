@@ -90,9 +90,9 @@ def _load_model(cfg: DeployConfig, data: DataBundle, cache_dir: Path, progress: 
 
 def _runtimes(cfg: DeployConfig, target: TargetSpec) -> list[str]:
     if cfg.runtime == "auto":
-        if cfg.device and cfg.device != "local":
-            raise ConfigError("with --device, name the runtime the board runs: --runtime tvm (RPC) "
-                              "or --runtime onnxruntime (SSH)")
+        if (cfg.device and cfg.device != "local") or target.reach.mode != "local":
+            raise ConfigError(f"target {target.name} runs on a board: name its runtime, --runtime tvm "
+                              "(TVM RPC) or --runtime onnxruntime (SSH)")
         return list(target.runtimes)
     if cfg.runtime not in target.runtimes:
         raise ConfigError(f"target {target.name} has no runtime {cfg.runtime!r}; it has {', '.join(target.runtimes)}")
@@ -104,8 +104,10 @@ def _compile_all(evaluator: Evaluator, model: nn.Module, example: torch.Tensor, 
     measured = {}
     for runtime in runtimes:
         result = evaluator.run(model, example, runtime, tag)
-        session = evaluator.session(result.artifact)
-        validation = validate_artifact(session, model, data.val, example.shape[0], runtime=runtime)
+        session, where = evaluator.session(result.artifact)
+        limit = EMULATED_VALIDATION_SAMPLES if where == "qemu" else None
+        validation = validate_artifact(session, model, data.val, example.shape[0], runtime=f"{runtime} ({where})",
+                                       limit=limit)
         measured[runtime] = Measured(result, validation)
         progress.log(f"  {tag} {runtime}: {result.measurement.latency.short()}, "
                      f"top-1 {validation.accuracy:.4f} (max |err| {validation.max_abs_error:.1e})"
@@ -124,6 +126,7 @@ def _choose_shipped(before: dict[str, Measured], after: dict[str, Measured], cfg
 
 
 STATE_DIR = ".edgeprune-state"
+EMULATED_VALIDATION_SAMPLES = 8  # qemu runs ~1 s per inference: check correctness on a few
 WORK_DIR = ".edgeprune-work"
 
 
@@ -177,7 +180,9 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     cache_dir = cfg.cache_dir or default_cache_dir()
     torch.manual_seed(cfg.seed)
     settings = MeasureSettings(threads=cfg.threads)
-    reach = resolve_reach(target, cfg.device)
+    reach = resolve_reach(target, cfg.device, offline_ok=True)
+    if reach.mode == "none":
+        progress.log(f"no board for {target.name}: latencies are roofline ESTIMATES (pass --device to measure)")
     profilers = {rt: p for rt in runtimes if (p := profiler_for(reach, rt, target, cfg.device_options))}
     evaluator = Evaluator(target, cfg.out / WORK_DIR, cache_dir, cfg.tune_trials, settings, profilers)
     for rt in runtimes:

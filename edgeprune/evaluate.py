@@ -6,6 +6,7 @@ latency edgeprune prints comes from a compiled artifact, never from a MAC count.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from edgeprune.artifact import Artifact
 from edgeprune.backends import CompileOptions, Session, get_backend
 from edgeprune.errors import ToolchainMissingError
 from edgeprune.profilers.base import Measurement, MeasureSettings, Profiler
-from edgeprune.profilers.remote import remote_session
+from edgeprune.profilers.remote import estimates_from_model, remote_session
 from edgeprune.targets import TargetSpec
 
 
@@ -62,12 +63,32 @@ class Evaluator:
             return remote.measure(artifact, self.settings)
         return get_backend(artifact.runtime).measure(artifact, self.settings)
 
-    def session(self, artifact: Artifact) -> Session:
+    def session(self, artifact: Artifact) -> tuple[Session, str]:
         """Run the artifact where it is measured: on the board if it can run it there (the
-        stronger check), else on this machine."""
+        stronger check), under qemu when it is built for another architecture and no board is
+        reachable, else on this machine. Returns the session and where it runs."""
         on_board = remote_session(self.profilers.get(artifact.runtime), artifact)
-        return on_board or get_backend(artifact.runtime).load(artifact)
+        if on_board is not None:
+            return on_board, "board"
+        if is_foreign(artifact):
+            from edgeprune.crosscheck import run_under_qemu
+
+            return (lambda x: run_under_qemu(artifact, x, self.cache_dir)), "qemu"
+        return get_backend(artifact.runtime).load(artifact), "host"
 
     def run(self, model: nn.Module, example: torch.Tensor, runtime: str, tag: str) -> RuntimeResult:
         artifact = self.compile(model, example, runtime, tag)
+        profiler = self.profilers.get(runtime)
+        if estimates_from_model(profiler):
+            return RuntimeResult(artifact, profiler.estimate_model(model, example))
         return RuntimeResult(artifact, self.measure(artifact))
+
+
+def is_foreign(artifact: Artifact) -> bool:
+    """A TVM library built for another CPU architecture (cannot be loaded on this machine)."""
+    if artifact.runtime != "tvm":
+        return False
+    from edgeprune.backends.tvm_backend import is_host_target
+
+    target = json.loads(artifact.meta.get("tvm_target") or "{}")
+    return bool(target) and not is_host_target(target)

@@ -298,9 +298,15 @@ def _parse_ssh(text: str) -> Reach:
     return Reach(mode="ssh", host=host, port=port, user=parts.username)
 
 
-def resolve_reach(target: TargetSpec, device: str | None) -> Reach:
-    """The reach to use: ``--device`` if given, else the target's; a remote reach must name a host."""
+def resolve_reach(target: TargetSpec, device: str | None, offline_ok: bool = False) -> Reach:
+    """The reach to use: ``--device`` if given, else the target's; a remote reach must name a host.
+
+    With ``offline_ok`` and no ``--device``, a board target whose YAML names no host resolves to
+    ``mode: none`` (no board: figures are estimates, labelled so).
+    """
     reach = parse_device(device) if device else target.reach
+    if offline_ok and device is None and reach.mode in ("rpc", "ssh") and not reach.host:
+        return Reach(mode="none")
     if reach.mode in ("rpc", "ssh") and not reach.host:
         example = "rpc://HOST:9190/" + (reach.key or "KEY") if reach.mode == "rpc" else "ssh://USER@HOST"
         raise ConfigError(f"target {target.name} is reached over {reach.mode}; pass --device {example}")

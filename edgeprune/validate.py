@@ -7,7 +7,7 @@ compilers reorder sums; quantised formats would get looser ones).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -28,20 +28,25 @@ class ValidationResult:
     top1_agreement: float
     samples: int
     tolerance: dict
+    accuracy_source: str = "compiled artifact"
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
 
 def validate_artifact(session: Session, model: nn.Module, dataset: Dataset, batch: int,
-                      tolerance: dict = FP32_TOLERANCE, runtime: str = "artifact") -> ValidationResult:
+                      tolerance: dict = FP32_TOLERANCE, runtime: str = "artifact",
+                      limit: int | None = None) -> ValidationResult:
     """Compare logits sample-batch by sample-batch; raise :class:`ValidationError` on mismatch.
 
     ``batch`` is the artifact's compiled batch size; a short last batch is padded and trimmed.
+    ``limit`` checks only the first samples (emulated runs are slow); the accuracy is then the
+    PyTorch model's on the whole set, and ``accuracy_source`` says so.
     """
     model.eval()
-    xs = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    ys = np.array([int(dataset[i][1]) for i in range(len(dataset))])
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    xs = torch.stack([dataset[i][0] for i in range(n)])
+    ys = np.array([int(dataset[i][1]) for i in range(n)])
     got, want = [], []
     with torch.no_grad():
         for start in range(0, len(xs), batch):
@@ -61,6 +66,12 @@ def validate_artifact(session: Session, model: nn.Module, dataset: Dataset, batc
         samples=len(ys),
         tolerance=dict(tolerance),
     )
+    if limit is not None:
+        from edgeprune.finetune import evaluate
+        from edgeprune.data import make_loader
+
+        result = replace(result, accuracy=evaluate(model, make_loader(dataset, 256, shuffle=False)),
+                         accuracy_source=f"PyTorch model; the artifact matched it on {n} samples ({runtime})")
     if not np.all(err <= bound):
         worst = float((err - bound).max())
         raise ValidationError(

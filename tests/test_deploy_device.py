@@ -7,6 +7,7 @@ The artifact is uploaded to the server, validated there (outputs and top-1 compu
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -44,8 +45,8 @@ def test_deploy_measures_and_validates_on_the_rpc_device(rpc_server, cache_dir, 
     assert m["runtimes"]["tvm"]["result"]["validation"]["samples"] == m["data"]["val_samples"]
 
 
-def test_device_needs_an_explicit_runtime(tmp_path, cache_dir):
-    proc = run_cli("deploy", "--device", "rpc://127.0.0.1:1", "--out", str(tmp_path / "o"), cache=cache_dir)
+def test_a_board_target_needs_an_explicit_runtime(tmp_path, cache_dir):
+    proc = run_cli("deploy", "--target", "raspberry-pi-4", "--out", str(tmp_path / "o"), cache=cache_dir)
     assert proc.returncode == 2 and "--runtime tvm" in proc.stderr
 
 
@@ -55,3 +56,20 @@ def test_unreachable_board_is_a_device_error(tmp_path, cache_dir):
                    "--device", f"rpc://127.0.0.1:{port}", "--out", str(tmp_path / "o"), cache=cache_dir, timeout=600)
     assert proc.returncode == 10, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "o" / "manifest.json").exists()
+
+
+@pytest.mark.skipif(not (shutil.which("qemu-aarch64") and shutil.which("aarch64-linux-gnu-g++")),
+                    reason="needs qemu-user and g++-aarch64-linux-gnu (Debian); .ci/run installs them")
+def test_board_target_without_a_board_estimates_and_cross_checks_under_qemu(cache_dir, tmp_path):
+    out = tmp_path / "o"
+    proc = run_cli("deploy", "--target", "raspberry-pi-4", "--model", "tests.nets:tiny_demo", "--runtime", "tvm",
+                   "--tune-trials", "0", "--epochs", "0.1", "--step-epochs", "0.1", "--latency-budget", "0.8x",
+                   "--out", str(out), cache=cache_dir, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["baseline"]["latency_ms"]["source"] == "estimate:roofline"
+    assert m["result"]["latency_ms"]["source"] == "estimate:roofline"
+    validation = m["runtimes"]["tvm"]["result"]["validation"]
+    assert validation["samples"] == 8 and "qemu" in validation["accuracy_source"]
+    assert (out / "artifact" / "model.so").read_bytes()[18] == 183  # e_machine: aarch64
+    assert "not measured" in (out / "report.md").read_text()

@@ -52,11 +52,25 @@ def _ssh(reach: Reach, runtime: str, target: TargetSpec, options: DeviceOptions)
                      python=options.python, power=target.power_measurement)
 
 
+@remote_profilers.register("none")
+def _estimate(reach: Reach, runtime: str, target: TargetSpec, options: DeviceOptions) -> Profiler:
+    """No board reachable: a roofline estimate from the target's peak compute and bandwidth,
+    labelled ``estimate:roofline`` everywhere it appears."""
+    from edgeprune.profilers.roofline import RooflineProfiler
+
+    return RooflineProfiler(target)
+
+
 def profiler_for(reach: Reach, runtime: str, target: TargetSpec, options: DeviceOptions) -> Profiler | None:
     """``None`` for a local reach (the backend measures), else the registered remote profiler."""
     if reach.mode == "local":
         return None
     return remote_profilers.get(reach.mode)(reach, runtime, target, options)
+
+
+def estimates_from_model(profiler: Profiler | None) -> bool:
+    """True for profilers that compute a figure from the model instead of timing the artifact."""
+    return callable(getattr(profiler, "estimate_model", None))
 
 
 def remote_session(profiler: Profiler | None, artifact) -> Callable[[np.ndarray], np.ndarray] | None:
