@@ -78,7 +78,7 @@ def deploy(
     runtime: str = typer.Option("auto", help="auto (ship the faster measured) | tvm | onnxruntime"),
     tune_trials: int = typer.Option(64, help="TVM MetaSchedule trial budget per model (0 = untuned)."),
     threads: Optional[int] = typer.Option(None, help="Threads for every runtime (default: all cores)."),
-    device: Optional[str] = typer.Option(None, help="Measure on a board: local | rpc://HOST:PORT[/KEY] | ssh://USER@HOST[:PORT]."),
+    device: Optional[str] = typer.Option(None, help="Measure on a board: local, rpc://HOST:PORT, rpc://TRACKER:PORT/KEY or ssh://USER@HOST:PORT."),
     ssh_known_hosts: Optional[Path] = typer.Option(None, help="known_hosts file pinning the board's SSH host key."),
     ssh_identity: Optional[Path] = typer.Option(None, help="SSH private key for the board."),
     out: Path = typer.Option(Path("edgeprune-out"), help="Output directory."),
@@ -236,6 +236,8 @@ def criteria_compare(
     finetune_epochs: float = typer.Option(0.5, help="Fine-tune after each pruning (0: skip)."),
     train_epochs: float = typer.Option(0.0, help="Train the model first (for an untrained factory); 0: as is."),
     score_batches: int = typer.Option(2, help="Training minibatches the criteria score."),
+    score_on: str = typer.Option("train", help="train | heldout (criteria score the oracle's own batches: "
+                                               "approximation error without sampling noise)."),
     heldout_batches: int = typer.Option(2, help="Validation minibatches the oracle uses (one pass per channel)."),
     eval_batches: int = typer.Option(0, help="Validation minibatches for accuracy, after the oracle's (0: all)."),
     batch_size: int = typer.Option(64),
@@ -256,13 +258,95 @@ def criteria_compare(
         out=out, model=model, data=data, weights=weights, trust_checkpoint=trust_checkpoint,
         criteria=tuple(c.strip() for c in criteria_names.split(",") if c.strip()) if criteria_names else (),
         ratios=parse_floats(ratios, "--ratios") or (), finetune_epochs=finetune_epochs, train_epochs=train_epochs,
-        score_batches=score_batches, heldout_batches=heldout_batches, eval_batches=eval_batches,
+        score_batches=score_batches, score_on=score_on, heldout_batches=heldout_batches, eval_batches=eval_batches,
         batch_size=batch_size, lr=lr, seed=seed, command=shlex.join(["edgeprune", *sys.argv[1:]]),
     )
     with RichProgress() as progress:
         report = run_study(cfg, progress)
     Console(width=max(Console().width, 140)).print(rich_table(report))
     print(f"model: {report['model']['training']}; wrote {out}/criteria.json, {out}/report.md")
+
+
+@app.command()
+@guarded
+def sparsify(
+    model: str = typer.Option(..., help="demo | torchvision:NAME?k=v | FILE.pt2 | module:factory"),
+    weights: Optional[Path] = typer.Option(None, help="State dict for the model (weights_only load)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint (runs its code!)."),
+    data: str = typer.Option("digits", help="digits | imagefolder:PATH"),
+    grayscale: bool = typer.Option(False, help="Convert imagefolder images to one channel."),
+    method: str = typer.Option(..., help="magnitude | snip | scl | rigl | relief"),
+    density: float = typer.Option(..., help="Fraction of conv/linear weights kept, e.g. 0.2 (= 80% sparse)."),
+    structured: Optional[str] = typer.Option(None, help="Also build and measure a structured mask: 2:4 | block:4x4."),
+    epochs: float = typer.Option(1.0, help="Training with the mask held (training-time methods train this long)."),
+    lr: float = typer.Option(0.01, help="Learning rate (SGD, cosine)."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads for the measurement (default: all cores)."),
+    repeats: int = typer.Option(50, help="Timed repeats per model (median and p90 reported)."),
+    out: Path = typer.Option(..., help="Output directory: model.onnx, manifest.json, report.md."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Zero individual weights with a sparsity method, then MEASURE dense vs sparse with ONNX Runtime."""
+    from edgeprune.progress import RichProgress
+    from edgeprune.sparsify import SparsifyConfig
+    from edgeprune.sparsify import sparsify as run_sparsify
+
+    cfg = SparsifyConfig(model=model, out=out, method=method, density=density, data=data, grayscale=grayscale,
+                         weights=weights, trust_checkpoint=trust_checkpoint, structured=structured, epochs=epochs,
+                         lr=lr, threads=threads, repeats=repeats, seed=seed)
+    with RichProgress() as progress:
+        manifest = run_sparsify(cfg, progress)
+    lat = manifest["latency"]
+    print(f"{method}: {manifest['sparsity']:.1%} sparse, top-1 {manifest['accuracy']['dense_pytorch']:.4f} -> "
+          f"{manifest['accuracy']['sparse_pytorch']:.4f}; onnxruntime dense {lat['dense_ms']['median']:.3f} ms, "
+          f"sparse {lat['sparse_ms']['median']:.3f} ms (ratio {lat['ratio']:.2f}); wrote {out}/manifest.json")
+
+
+@app.command()
+@guarded
+def profile(
+    target: str = typer.Option("host", help="Target name (see `edgeprune targets`) or a YAML file."),
+    model: str = typer.Option(..., help="demo | torchvision:NAME?k=v | module:factory"),
+    weights: Optional[Path] = typer.Option(None, help="State dict for the model (weights_only load)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow a pickled checkpoint (runs its code!)."),
+    input_shape: str = typer.Option(..., help="NxCxHxW, e.g. 1x3x64x64: the table holds for this shape only."),
+    runtime: Optional[str] = typer.Option(None, help="onnxruntime | tvm (default: the target's first runtime)."),
+    grid: int = typer.Option(8, help="Kept-fraction grid points per dependency group."),
+    calibration: int = typer.Option(10, help="Random whole models measured to fit the correction."),
+    rounds: int = typer.Option(3, help="Interleaved measuring rounds per block."),
+    threads: Optional[int] = typer.Option(None, help="Runtime threads (default: all cores)."),
+    statistic: str = typer.Option("min", help="min (steadiest on a shared CPU) | median"),
+    out: Optional[Path] = typer.Option(None, help="Profile JSON (default: profiles/<target>/<model>_<shape>.json)."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Reuse the partial measurements of an interrupted run."),
+    seed: int = typer.Option(0, help="Seed of the calibration models."),
+) -> None:
+    """Measure a latency lookup table: each group's latency against kept channels, on the target."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from edgeprune.config import parse_shape
+    from edgeprune.lut import ProfileConfig, local_runtime, profile_to_file
+    from edgeprune.lut_measure import PROFILE_SETTINGS
+    from edgeprune.progress import RichProgress
+    from edgeprune.targets import get_target
+
+    if statistic not in ("min", "median"):
+        _fail(f"--statistic {statistic!r} is not min or median", 2)
+    spec = get_target(target)
+    chosen = local_runtime(spec, runtime)
+    shape = parse_shape(input_shape)
+    config = ProfileConfig(grid=grid, calibration=calibration, rounds=rounds, statistic=statistic, seed=seed)
+    settings = dataclasses.replace(PROFILE_SETTINGS, threads=threads)
+    original = _original_model(model, weights, trust_checkpoint)
+    start = time.perf_counter()
+    with RichProgress() as progress:
+        table = profile_to_file(original, torch.rand(shape), spec, chosen, model_name=model, out=out, config=config,
+                                settings=settings, resume=resume, progress=progress)
+    c = table.calibration
+    print(f"{table.source}: base {table.base_ms:.3f} ms, {len(table.groups)} groups, staircase period "
+          f"{table.period}, calibration error {c.median_abs_rel_error_before:.1%} -> {c.median_abs_rel_error_after:.1%} "
+          f"({c.models} models); wrote {table.path} in {time.perf_counter() - start:.0f} s")
 
 
 def main() -> None:  # pragma: no cover - console entry point

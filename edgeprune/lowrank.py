@@ -115,9 +115,14 @@ def _projectable(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def lrpet_project(model: nn.Module, ranks: Mapping[str, int], eps: float = INVERSE_EPS) -> dict[str, Projection]:
-    """Project every conv named in ``ranks`` in place (BN-rectified, energy-transferring)."""
-    pairs = conv_bn_pairs(model)
+def lrpet_project(model: nn.Module, ranks: Mapping[str, int], eps: float = INVERSE_EPS,
+                  pairs: Mapping[str, str] | None = None) -> dict[str, Projection]:
+    """Project every conv named in ``ranks`` in place (BN-rectified, energy-transferring).
+
+    ``pairs`` (conv → BN, from :func:`conv_bn_pairs`) may be passed by a caller that projects
+    repeatedly, so the model is traced once rather than at every projection.
+    """
+    pairs = conv_bn_pairs(model) if pairs is None else pairs
     out = {}
     for name, rank in ranks.items():
         conv = model.get_submodule(name)

@@ -81,6 +81,17 @@ def _lat(entry: dict | None) -> str:
     return f"{lat['median']:.3f} ms (p90 {lat['p90']:.3f}) `{lat['source']}`"
 
 
+def _provenance(m: dict) -> str:
+    """One honest sentence on where the latencies came from (measured vs estimated)."""
+    if m["result"]["latency_ms"]["source"].startswith("estimate:"):
+        return ("**No board was reachable: latencies labelled `estimate:*` were computed from the "
+                "target's peak compute and bandwidth, not measured.** Pass `--device` to measure. "
+                "MAC counts are sizes, not latencies.")
+    return ("Every latency above was measured on the compiled artifact on the device named above "
+            "(warm-up, repeats, median and p90); the `source` label names the profiler. "
+            "MAC counts are sizes, not latencies.")
+
+
 def render_markdown(m: dict) -> str:
     """A short human report: the budget verdict, then the side-by-side measured table."""
     b, r = m["baseline"], m["result"]
@@ -110,10 +121,26 @@ def render_markdown(m: dict) -> str:
     for s in m["search"]["steps"]:
         lines.append(f"| {s['step']} | {s['latency_ms']['median']:.3f} ms | {s['macs'] / 1e6:.2f} | "
                      f"{s['accuracy_pytorch']:.4f} | {s['kept_fraction']:.0%} |")
+    lines += _scratch_lines(m.get("from_scratch"))
     lines += ["", "## Where the figures come from", "",
-              "Every latency above was measured on the compiled artifact on this device "
-              "(warm-up, repeats, median and p90); the `source` label names the profiler. "
-              "MAC counts are sizes, not latencies.", "",
+              _provenance(m), "",
               f"Stage wall times (s): {', '.join(f'{k} {v:.1f}' for k, v in m['timing_s'].items())}", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def _scratch_lines(scratch: dict | None) -> list[str]:
+    """Liu et al.'s baselines next to the fine-tuned model, when ``--from-scratch`` ran them."""
+    if not scratch:
+        return []
+    lines = ["", "## Fine-tuned vs trained from scratch (Rethinking the Value of Network Pruning)", "",
+             f"Same pruned architecture, {scratch['accuracy']}; Scratch-B trains "
+             f"{scratch['macs_ratio']:.2f}× the epochs of Scratch-E (original MACs / pruned MACs).", "",
+             "| model | epochs | top-1 (PyTorch) |", "|---|---|---|",
+             f"| fine-tuned (inherited weights) | {scratch['E']['epochs_trained']:.2f} | "
+             f"{scratch['fine_tuned_accuracy']:.4f} |"]
+    for mode, label in (("E", "Scratch-E (same epochs)"), ("B", "Scratch-B (same compute)")):
+        run = scratch[mode]
+        lines.append(f"| {label} | {run['epochs_trained']:.2f} | {run['accuracy']:.4f} |")
+    lines += ["", f"Scratch-E epochs = {scratch['epochs_basis']}."]
+    return lines

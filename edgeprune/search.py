@@ -29,6 +29,7 @@ from edgeprune.plan import PruningPlan, write_json_atomic
 from edgeprune.planner import StepPolicy, next_plan
 from edgeprune.progress import ProgressSink, null_progress
 from edgeprune.prune import apply_plan, prune_between
+from edgeprune.regularizers import regularized
 from edgeprune.config import SearchConfig
 
 
@@ -143,8 +144,9 @@ def run_search(inputs: SearchInputs, cfg: SearchConfig, evaluator: Evaluator, ch
                 break  # every group is at its minimum size
             model = prune_between(model, inputs.example, plan, new_plan)
             plan = new_plan
-            train(model, inputs.train_loader, inputs.recovery, inputs.teacher, progress=progress,
-                  description=f"recover step {step + 1}")
+            with regularized(cfg.regularizer, model, inputs.train_loader, inputs.recovery.epochs) as callbacks:
+                train(model, inputs.train_loader, inputs.recovery, inputs.teacher, callbacks, progress=progress,
+                      description=f"recover step {step + 1}")
     except KeyboardInterrupt:
         checkpoint.save(plan, model, "search")
         raise

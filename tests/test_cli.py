@@ -102,3 +102,11 @@ def test_targets_lists_every_board_with_its_state(tmp_path):
     assert "runtimes ready: onnxruntime, tvm" in rows["host"] and "board: this machine" in rows["host"]
     assert "missing: tensorrt" in rows["jetson-nano"]
     assert "not configured" in rows["raspberry-pi-4"]
+
+
+@pytest.mark.parametrize("command", [["--help"], ["deploy", "--help"], ["prune", "--help"], ["targets", "--help"],
+                                     ["criteria", "list", "--help"]])
+def test_help_renders(command, tmp_path):
+    proc = run_cli(*command, cache=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout

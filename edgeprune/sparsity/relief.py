@@ -149,7 +149,18 @@ def relief_masks(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.T
 
     The result holds a mask for every scored weight (kernel-wise for convs) and for every bias.
     """
-    scores = relief_scores(model, batches, masks, skip)
+    result = cover_masks(model, relief_scores(model, batches, masks, skip), alpha_conv, alpha_fc, masks)
+    if drop_dead:
+        result = drop_dead_neurons(model, result, batches[0][0][:1])
+    return result
+
+
+def cover_masks(model: nn.Module, scores: dict[str, NeuronScores], alpha_conv: float, alpha_fc: float,
+                masks: Masks | None = None) -> Masks:
+    """The keep-masks of :func:`relief_masks` from precomputed scores (no dead-neuron pass).
+
+    Separate so a caller searching for α (e.g. to meet a target density) scores the network once.
+    """
     out = {}
     for name, sc in scores.items():
         module = model.get_submodule(name)
@@ -164,10 +175,7 @@ def relief_masks(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.T
     if masks is not None:
         out = {n: m & masks[n] if n in masks else m for n, m in out.items()}
         out.update({n: m for n, m in masks.items() if n not in out})
-    result = Masks(out)
-    if drop_dead:
-        result = drop_dead_neurons(model, result, batches[0][0][:1])
-    return result
+    return Masks(out)
 
 
 def _channel_axis_ok(module: nn.Module, channels: int) -> bool:
