@@ -1,0 +1,141 @@
+"""The TVM backend against real TVM: numerics, tuning-database reuse, speed-up from pruning,
+typed errors. Tiny models keep each compile to seconds; the tuning tests are marked slow."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.backends import CompileOptions, get_backend
+from edgeprune.backends.tvm_backend import (
+    TUNING_SUBDIR,
+    resolve_target,
+    tuning_db_dir,
+)
+from edgeprune.errors import CompileError, TraceError
+from edgeprune.models.demo_net import build_demo_net
+from edgeprune.profilers import MeasureSettings
+from tests.nets import untraceable
+
+pytest.importorskip("tvm")
+
+HOST = {"kind": "llvm", "mcpu": "auto"}
+
+
+def _options(tmp_path, trials: int = 0) -> CompileOptions:
+    return CompileOptions("host", dict(HOST), tmp_path / "cache", tune_trials=trials)
+
+
+def _assert_matches(backend, artifact, model: nn.Module) -> None:
+    x = torch.rand(*artifact.input_shape)
+    got = backend.load(artifact)(x.numpy())
+    np.testing.assert_allclose(got, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def untuned(tmp_path_factory):
+    """One untuned compile of the tiny demo net, shared: each compile costs seconds."""
+    torch.manual_seed(0)
+    model = build_demo_net(width=8).eval()
+    tmp = tmp_path_factory.mktemp("tvm-untuned")
+    artifact = get_backend("tvm").compile(model, torch.rand(1, 1, 32, 32), tmp / "out",
+                                          _options(tmp))
+    return model, artifact
+
+
+def test_untuned_artifact_matches_pytorch_and_says_untuned(untuned):
+    backend = get_backend("tvm")
+    tiny_net, artifact = untuned
+    _assert_matches(backend, artifact, tiny_net)
+    assert artifact.runtime == "tvm" and artifact.path.name == "model.so"
+    assert artifact.meta["tuned"] is False and artifact.meta["new_trials"] == 0
+    sidecar = json.loads(artifact.files[1].read_text())
+    assert sidecar["input_shape"] == [1, 1, 32, 32] and sidecar["tuned"] is False
+    assert sidecar["tvm_target"]["mcpu"] != "auto"
+
+
+def test_batched_artifact_runs_its_batch_size(tiny_net, tmp_path):
+    backend = get_backend("tvm")
+    artifact = backend.compile(tiny_net, torch.rand(4, 1, 32, 32), tmp_path / "b4",
+                               _options(tmp_path))
+    _assert_matches(backend, artifact, tiny_net)
+    with pytest.raises(ValueError, match="compiled for input"):
+        backend.load(artifact)(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_measure_labels_source_threads_and_energy(untuned):
+    backend = get_backend("tvm")
+    _, artifact = untuned
+    affinity = os.sched_getaffinity(0)
+    m = backend.measure(artifact, MeasureSettings(warmup=2, repeats=5, min_repeat_ms=1, threads=1))
+    assert m.latency.source == "measured:tvm-local" and m.latency.repeats == 5
+    assert 0 < m.latency.min <= m.latency.median <= m.latency.max
+    assert m.details["tvm_threads"] == 1 and "1 threads" in m.device
+    assert m.energy is None and m.energy_note
+    assert os.sched_getaffinity(0) == affinity  # TVM's thread pinning does not leak out
+
+
+def test_auto_target_names_this_cpu_and_keeps_cross_targets():
+    host = resolve_target(HOST, threads=3)
+    assert host["num-cores"] == 3 and host.get("mcpu", "auto") != "auto"
+    arm = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4}
+    if os.uname().machine != "aarch64":
+        assert resolve_target(arm, threads=2) == arm
+
+
+def test_untraceable_model_raises_trace_error_naming_the_line(example, tmp_path):
+    with pytest.raises(TraceError, match=r"nets\.py:\d+"):
+        get_backend("tvm").compile(untraceable(), example, tmp_path / "x", _options(tmp_path))
+
+
+class _KthValue(nn.Module):
+    """kthvalue exports fine but TVM's PyTorch frontend has no converter for it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).kthvalue(3, dim=1).values
+
+
+def test_op_without_tvm_converter_raises_compile_error_naming_it(example, tmp_path):
+    with pytest.raises(CompileError, match="kthvalue"):
+        get_backend("tvm").compile(_KthValue(), example, tmp_path / "x", _options(tmp_path))
+
+
+@pytest.mark.slow
+def test_tuning_fills_a_database_that_a_rerun_reuses(tiny_net, example, tmp_path):
+    backend = get_backend("tvm")
+    options = _options(tmp_path, trials=20)
+    first = backend.compile(tiny_net, example, tmp_path / "first", options)
+    assert first.meta["tuned"] is True and first.meta["new_trials"] > 0
+    db = tuning_db_dir(options.cache_dir, json.loads(first.meta["tvm_target"]))
+    assert db.parent.name == TUNING_SUBDIR and (db / "database_tuning_record.json").stat().st_size
+    _assert_matches(backend, first, tiny_net)
+
+    again = backend.compile(tiny_net, example, tmp_path / "again", options)
+    assert again.meta["tuned"] is True and again.meta["new_trials"] == 0
+    assert again.meta["tuning_seconds"] < 0.25 * first.meta["tuning_seconds"]
+    assert again.meta["database"] == first.meta["database"]
+
+
+@pytest.mark.slow
+def test_pruned_to_a_quarter_of_the_macs_measures_faster(example, tmp_path):
+    """Width 32 vs 16 is ~1/4 of the MACs: tuned with the same small budget, the medians must
+    differ by far more than the noise of a shared CI runner (expected ~3x, asserted 1.5x)."""
+    backend = get_backend("tvm")
+    artifacts = {}
+    for width in (32, 16):
+        torch.manual_seed(0)
+        model = build_demo_net(width=width).eval()
+        artifacts[width] = backend.compile(model, example, tmp_path / f"w{width}",
+                                           _options(tmp_path, 40))
+        assert artifacts[width].meta["tuned"] is True
+    settings = MeasureSettings(warmup=5, repeats=15, min_repeat_ms=20)
+    medians: dict[int, list[float]] = {32: [], 16: []}
+    for _ in range(2):  # alternate, so a burst of load on a shared runner hits both models
+        for width, artifact in artifacts.items():
+            medians[width].append(backend.measure(artifact, settings).latency.median)
+    assert min(medians[16]) * 1.5 < min(medians[32]), medians
