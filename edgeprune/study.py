@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune.models.sources import parse_value
 from edgeprune.criteria import Criterion, ScoreContext, criteria, load_builtin
 from edgeprune.data import DataBundle, Preprocessing, load_data, make_loader
 from edgeprune.errors import ConfigError
@@ -134,23 +135,11 @@ class StudyData:
 # ---------------------------------------------------------------- criterion specs
 
 
-def _option_value(text: str) -> object:
-    """``8`` -> 8, ``0.5`` -> 0.5, ``true`` -> True; anything else stays a string."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_criterion_spec(spec: str) -> tuple[str, dict[str, object]]:
     """``taylor-so?hessian=fisher`` -> ("taylor-so", {"hessian": "fisher"}); options go to the
     criterion's constructor, the way ``torchvision:NAME?k=v`` passes model options."""
     name, _, query = spec.strip().partition("?")
-    return name, {k: _option_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    return name, {k: parse_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
 
 
 def build_criteria(specs: Sequence[str]) -> dict[str, Criterion]:

@@ -18,7 +18,7 @@ from torch import nn
 from edgeprune.errors import ModelLoadError, UntrustedCheckpointError
 
 
-def _parse_value(text: str) -> object:
+def parse_value(text: str) -> object:
     """``10`` -> 10, ``0.5`` -> 0.5, ``true`` -> True; anything else stays a string."""
     lowered = text.lower()
     if lowered in ("true", "false"):
@@ -35,7 +35,7 @@ def _torchvision(spec: str) -> nn.Module:
     from torchvision import models
 
     name, _, query = spec.partition("?")
-    kwargs = {k: _parse_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    kwargs = {k: parse_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
     kwargs.setdefault("weights", None)  # weights from the hub need internet; use --weights
     try:
         return models.get_model(name, **kwargs)
