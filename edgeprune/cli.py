@@ -311,7 +311,7 @@ def profile(
     input_shape: str = typer.Option(..., help="NxCxHxW, e.g. 1x3x64x64: the table holds for this shape only."),
     runtime: Optional[str] = typer.Option(None, help="onnxruntime | tvm (default: the target's first runtime)."),
     grid: int = typer.Option(8, help="Kept-fraction grid points per dependency group."),
-    calibration: int = typer.Option(10, help="Random whole models measured to fit the correction."),
+    calibration: int = typer.Option(16, help="Random whole models measured for the cost-model fit."),
     rounds: int = typer.Option(3, help="Interleaved measuring rounds per block."),
     threads: Optional[int] = typer.Option(None, help="Runtime threads (default: all cores)."),
     statistic: str = typer.Option("min", help="min (steadiest on a shared CPU) | median"),
@@ -343,10 +343,10 @@ def profile(
     with RichProgress() as progress:
         table = profile_to_file(original, torch.rand(shape), spec, chosen, model_name=model, out=out, config=config,
                                 settings=settings, resume=resume, progress=progress)
-    c = table.calibration
-    print(f"{table.source}: base {table.base_ms:.3f} ms, {len(table.groups)} groups, staircase period "
-          f"{table.period}, calibration error {c.median_abs_rel_error_before:.1%} -> {c.median_abs_rel_error_after:.1%} "
-          f"({c.models} models); wrote {table.path} in {time.perf_counter() - start:.0f} s")
+    fit = table.fit
+    print(f"{table.source}: base {table.base_ms:.3f} ms, {len(table.groups)} groups, staircase period {table.period}, "
+          f"fit error {fit.singles_median_abs_rel_error:.1%} on single groups, {fit.whole_median_abs_rel_error:.1%} on "
+          f"{len(fit.whole_counts)} whole models; wrote {table.path} in {time.perf_counter() - start:.0f} s")
 
 
 def main() -> None:  # pragma: no cover - console entry point
