@@ -17,8 +17,8 @@ each need compiling, and their sum misses everything between them.
 
 How a whole model is predicted: not by adding up the per-group deltas. Two groups meeting in a
 layer save ``1 - a*b`` of it together, not ``(1 - a) + (1 - b)``, and when most channels go the
-weights start fitting in cache; on the dev host the plain sum was off by 6-50% for random
-variants. :mod:`edgeprune.lut_model` fits a per-layer cost model (MACs, weights, activations,
+weights start fitting in cache; on the dev host the plain sum was off by 16-42% (median) for
+random variants of resnet18 and mobilenet_v2 (bench/bench_lut.py). :mod:`edgeprune.lut_model` fits a per-layer cost model (MACs, weights, activations,
 constant, squared weights: each with the product structure built in) by least squares on every
 in-context measurement; the table keeps the per-group curves themselves (:meth:`Profile.additive`
 is their plain sum, kept for comparison) for staircases and cheap counts.

@@ -185,11 +185,6 @@ class MeasurementCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"fingerprint": self.fingerprint, "blocks": self.blocks})
 
-    def discard(self) -> None:
-        """The profile is written: the side file has served its purpose."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
 
 def fingerprint(parts: dict[str, Any]) -> str:
     """Stable hash of the settings that decide the measured numbers."""
