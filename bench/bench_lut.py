@@ -29,10 +29,10 @@ import torch
 
 from edgeprune.config import parse_shape
 from edgeprune.graph import count_macs
-from edgeprune.lut import Profile, ProfileConfig, default_profile_path, load_profile, profile_to_file
-from edgeprune.lut_curves import round_count
-from edgeprune.lut_measure import PROFILE_SETTINGS, CompiledMeter, measure_block
-from edgeprune.lut_model import FEATURES
+from edgeprune.latency.table import Profile, ProfileConfig, default_profile_path, load_profile, profile_to_file
+from edgeprune.latency.curves import round_count
+from edgeprune.latency.measure import PROFILE_SETTINGS, CompiledMeter, measure_block
+from edgeprune.latency.costmodel import FEATURES
 from edgeprune.models.sources import load_model
 from edgeprune.plan import GroupPlan, PruningPlan
 from edgeprune.prune import apply_plan, group_channels

@@ -41,7 +41,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgeprune.backends.base import CompileOptions
-from edgeprune.backends.tvm_backend import TVMBackend, usable_cores
+from edgeprune.backends.tvm import TVMBackend, usable_cores
 from edgeprune.profilers.base import MeasureSettings
 from edgeprune.profilers.host import cpu_description
 from edgeprune.profilers.stats import LatencyStats, time_callable

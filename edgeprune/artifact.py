@@ -20,6 +20,7 @@ class Artifact:
     files: tuple[Path, ...]
     input_shape: tuple[int, ...]
     input_dtype: str = "float32"
+    precision: str = "fp32"  # what the compiled model computes in (validation tolerances follow it)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

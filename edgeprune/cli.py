@@ -89,7 +89,7 @@ def deploy(
     from edgeprune.config import Budget, DeployConfig, SearchConfig, parse_floats, parse_shape
     from edgeprune.data import Preprocessing
     from edgeprune.deploy import deploy as run_deploy
-    from edgeprune.profilers.remote import DeviceOptions
+    from edgeprune.devices.registry import DeviceOptions
     from edgeprune.progress import RichProgress
 
     size = None
@@ -252,7 +252,7 @@ def criteria_compare(
 
     from edgeprune.config import parse_floats
     from edgeprune.progress import RichProgress
-    from edgeprune.study import StudyConfig, run_study, rich_table
+    from edgeprune.studies.study import StudyConfig, run_study, rich_table
 
     cfg = StudyConfig(
         out=out, model=model, data=data, weights=weights, trust_checkpoint=trust_checkpoint,
@@ -287,8 +287,8 @@ def sparsify(
 ) -> None:
     """Zero individual weights with a sparsity method, then MEASURE dense vs sparse with ONNX Runtime."""
     from edgeprune.progress import RichProgress
-    from edgeprune.sparsify import SparsifyConfig
-    from edgeprune.sparsify import sparsify as run_sparsify
+    from edgeprune.sparsity.run import SparsifyConfig
+    from edgeprune.sparsity.run import sparsify as run_sparsify
 
     cfg = SparsifyConfig(model=model, out=out, method=method, density=density, data=data, grayscale=grayscale,
                          weights=weights, trust_checkpoint=trust_checkpoint, structured=structured, epochs=epochs,
@@ -326,8 +326,8 @@ def profile(
     import torch
 
     from edgeprune.config import parse_shape
-    from edgeprune.lut import ProfileConfig, local_runtime, profile_to_file
-    from edgeprune.lut_measure import PROFILE_SETTINGS
+    from edgeprune.latency.table import ProfileConfig, local_runtime, profile_to_file
+    from edgeprune.latency.measure import PROFILE_SETTINGS
     from edgeprune.progress import RichProgress
     from edgeprune.targets import get_target
 

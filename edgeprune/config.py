@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgeprune.data import Preprocessing
 from edgeprune.errors import ConfigError
-from edgeprune.profilers.remote import DeviceOptions
+from edgeprune.devices.registry import DeviceOptions
 
 RUNTIME_CHOICES = ("auto", "tvm", "onnxruntime")
 
@@ -75,7 +75,7 @@ class SearchConfig:
     score_batches: int = 8  # minibatches the criterion averages over
     min_keep: float = 0.1
     headroom: float = 0.03  # aim this far below the budget so timing noise cannot flip the verdict
-    regularizer: str | None = None  # training-time regulariser for every fine-tune (edgeprune.regularizers)
+    regularizer: str | None = None  # training-time regulariser for every fine-tune (edgeprune.training.regularizers)
 
     def __post_init__(self) -> None:
         if not 0 <= self.headroom < 0.5:
@@ -85,7 +85,7 @@ class SearchConfig:
         if self.max_steps < 1 or self.score_batches < 1 or self.step_epochs < 0:
             raise ConfigError("max_steps and score_batches must be >= 1, step_epochs >= 0")
         if self.regularizer is not None:
-            from edgeprune.regularizers import regularizers  # lazy: the registry imports torch-heavy modules
+            from edgeprune.training.regularizers import regularizers  # lazy: the registry imports torch-heavy modules
 
             regularizers.get(self.regularizer)  # unknown name: UnknownNameError before any work
 

@@ -134,3 +134,14 @@ def load_data(spec: str, prep: Preprocessing, val_spec: str | None = None) -> Da
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+
+
+def take_batches(loader: DataLoader, count: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """The first ``count`` minibatches of a loader, materialised (criteria and calibration score
+    the same batches several times)."""
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for x, y in loader:
+        if len(batches) >= count:
+            break
+        batches.append((x, y))
+    return tuple(batches)

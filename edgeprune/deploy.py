@@ -18,21 +18,21 @@ from edgeprune import __version__
 from edgeprune.config import DeployConfig
 from edgeprune.data import DataBundle, load_data, make_loader
 from edgeprune.errors import ConfigError, TraceError
-from edgeprune.evaluate import Evaluator, RuntimeResult
-from edgeprune.finetune import TrainConfig, evaluate, train
+from edgeprune.candidate.evaluator import Evaluator, RuntimeResult
+from edgeprune.training.finetune import TrainConfig, pytorch_accuracy, train
 from edgeprune.graph import count_macs
 from edgeprune.models.demo import default_cache_dir, load_demo
 from edgeprune.models.sources import load_model
 from edgeprune.profilers.base import MeasureSettings
 from edgeprune.profilers.eager import measure_eager
 from edgeprune.progress import ProgressSink, null_progress
-from edgeprune.regularizers import regularized
-from edgeprune.report import ensure_writable, publish, render_markdown, versions
-from edgeprune.scratch import fine_tune_epochs, scratch_comparison
-from edgeprune.search import Checkpoint, SearchInputs, fingerprint, run_search
-from edgeprune.profilers.remote import profiler_for
+from edgeprune.training.regularizers import regularized
+from edgeprune.report.publish import ensure_writable, publish, render_markdown, versions
+from edgeprune.training.scratch import fine_tune_epochs, scratch_comparison
+from edgeprune.search.loop import Checkpoint, SearchInputs, fingerprint, run_search
+from edgeprune.devices.registry import profiler_for
 from edgeprune.targets import TargetSpec, get_target, resolve_reach
-from edgeprune.validate import ValidationResult, validate_artifact
+from edgeprune.candidate.validate import ValidationResult, validate_artifact
 
 
 @dataclass

@@ -8,11 +8,11 @@ predicted MACs/params and each search step's measured figures.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from edgeprune.errors import ConfigError
+from edgeprune.io import write_json_atomic
 
 PLAN_VERSION = 1
 
@@ -81,10 +81,3 @@ class PruningPlan:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read plan {path}: {exc}") from None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)

@@ -78,7 +78,7 @@ def test_tvm_rpc_board(rpc_reach: Reach, board_target: TargetSpec, tmp_path: Pat
 def test_ssh_board(ssh_reach: Reach, ssh_known_hosts: Path, board_target: TargetSpec, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from edgeprune.backends.base import CompileOptions
-    from edgeprune.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edgeprune.backends.ort import OnnxRuntimeBackend
     from edgeprune.profilers.ssh import SshRunner
 
     model, example = _tiny_model()

@@ -4,10 +4,10 @@ from pathlib import Path
 
 from edgeprune.artifact import Artifact
 from edgeprune.deploy import Measured, _choose_shipped
-from edgeprune.evaluate import RuntimeResult
+from edgeprune.candidate.evaluator import RuntimeResult
 from edgeprune.profilers.base import Measurement
 from edgeprune.profilers.stats import LatencyStats
-from edgeprune.validate import ValidationResult
+from edgeprune.candidate.validate import ValidationResult
 
 
 def _measured(runtime: str, ms: float) -> Measured:

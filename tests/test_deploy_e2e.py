@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgeprune.report import sha256
+from edgeprune.report.publish import sha256
 from tests.test_cli import ROOT, run_cli
 
 pytestmark = pytest.mark.slow

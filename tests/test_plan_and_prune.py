@@ -9,7 +9,7 @@ from edgeprune.criteria import ScoreContext, get_criterion
 from edgeprune.errors import ConfigError
 from edgeprune.graph import GroupedModel, count_macs
 from edgeprune.plan import GroupPlan, PruningPlan
-from edgeprune.planner import StepPolicy, next_plan
+from edgeprune.search.planner import StepPolicy, next_plan
 from edgeprune.prune import apply_plan, group_channels, prune_between
 
 

@@ -27,7 +27,8 @@ class CompileOptions:
 
     ``compiler_target`` is the target YAML's compiler target (for TVM a JSON target dict);
     ``tune_trials`` bounds auto-tuning (0 = untuned, said so in the artifact meta);
-    ``cache_dir`` holds reusable state such as TVM's tuning database.
+    ``cache_dir`` holds reusable state such as TVM's tuning database; ``precision`` is the
+    candidate's precision spec name (``fp32``, ``fp16``, ``int8``, ...).
     """
 
     target_name: str
@@ -35,6 +36,7 @@ class CompileOptions:
     cache_dir: Path
     tune_trials: int = 0
     threads: int | None = None
+    precision: str = "fp32"  # what the artifact computes in; backends refuse what they cannot build
 
 
 class Backend(Protocol):

@@ -7,23 +7,18 @@ to any of them retrains instead of silently loading stale weights.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 
 from edgeprune.data import DataBundle, make_loader
-from edgeprune.finetune import TrainConfig, evaluate, train
+from edgeprune.training.finetune import TrainConfig, pytorch_accuracy, train
 from edgeprune.models.demo_net import DemoNet, build_demo_net
+from edgeprune.io import default_cache_dir, torch_save_atomic  # noqa: F401 - default_cache_dir re-exported
 from edgeprune.progress import ProgressSink, null_progress
 
 DEMO_RECIPE = TrainConfig(epochs=4, lr=0.05, weight_decay=5e-4)
 DEMO_SEED = 0
-
-
-def default_cache_dir() -> Path:
-    """``$EDGEPRUNE_CACHE`` or ``~/.cache/edgeprune``: demo weights and tuning databases."""
-    return Path(os.environ.get("EDGEPRUNE_CACHE", Path.home() / ".cache" / "edgeprune")).expanduser()
 
 
 def _cache_file(cache_dir: Path, data: DataBundle) -> Path:
@@ -43,8 +38,6 @@ def load_demo(data: DataBundle, cache_dir: Path, progress: ProgressSink = null_p
     train(model, make_loader(data.train, 64, shuffle=True, seed=DEMO_SEED), DEMO_RECIPE,
           progress=progress, description="train demo")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), str(tmp))
-    os.replace(tmp, path)
-    progress.log(f"demo net: top-1 {evaluate(model, make_loader(data.val, 256, False)):.3f} on digits val")
+    torch_save_atomic(model.state_dict(), path)
+    progress.log(f"demo net: top-1 {pytorch_accuracy(model, make_loader(data.val, 256, False)):.3f} on digits val")
     return model.eval()

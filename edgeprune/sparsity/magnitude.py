@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from edgeprune.finetune import TrainCallback, TrainConfig, train
+from edgeprune.training.finetune import TrainCallback, TrainConfig, train
 from edgeprune.sparsity import SparsityMethod, register_method
 from edgeprune.sparsity.masks import MaskedTraining, Masks
 

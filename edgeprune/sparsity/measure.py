@@ -21,7 +21,7 @@ from torch import nn
 
 from edgeprune.artifact import Artifact
 from edgeprune.backends.base import CompileOptions
-from edgeprune.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edgeprune.backends.ort import OnnxRuntimeBackend
 from edgeprune.profilers.base import MeasureSettings
 from edgeprune.profilers.stats import LatencyStats
 from edgeprune.sparsity.masks import Masks

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from edgeprune.finetune import TrainCallback, TrainConfig, train
+from edgeprune.training.finetune import TrainCallback, TrainConfig, train
 from edgeprune.graph import GroupedModel
 from edgeprune.sparsity import SparsityMethod, register_method
 from edgeprune.sparsity.masks import WEIGHTED, MaskedTraining, Masks, qualified

@@ -5,7 +5,7 @@ import torch
 from edgeprune.backends import CompileOptions, get_backend
 from edgeprune.errors import ValidationError
 from edgeprune.profilers import MeasureSettings
-from edgeprune.validate import validate_artifact
+from edgeprune.candidate.validate import validate_artifact
 
 
 def _compile(model, example, tmp_path, name="a"):

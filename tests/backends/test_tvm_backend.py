@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from edgeprune.backends import CompileOptions, get_backend
-from edgeprune.backends.tvm_backend import (
+from edgeprune.backends.tvm import (
     TUNING_SUBDIR,
     resolve_target,
     tuning_db_dir,

@@ -11,7 +11,7 @@ from edgeprune.criteria.base import ScoreContext
 from edgeprune.graph import GroupedModel
 from edgeprune.models.demo_net import build_demo_net
 from edgeprune.plan import PruningPlan
-from edgeprune.planner import StepPolicy, next_plan
+from edgeprune.search.planner import StepPolicy, next_plan
 from edgeprune.prune import apply_plan
 
 load_builtin()

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from edgeprune.criteria import get_criterion
 from edgeprune.criteria.slimming import SlimmingRegularizer
-from edgeprune.finetune import TrainConfig, train
+from edgeprune.training.finetune import TrainConfig, train
 from edgeprune.models.demo_net import build_demo_net
 from tests.criteria.toys import TwoConv, context, image_batches, randomise_bn
 

@@ -115,7 +115,7 @@ def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
 def onnx_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """A tiny CNN compiled by the project's own ONNX Runtime backend."""
     from edgeprune.backends.base import CompileOptions
-    from edgeprune.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edgeprune.backends.ort import OnnxRuntimeBackend
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),

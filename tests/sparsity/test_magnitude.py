@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgeprune.finetune import TrainConfig
+from edgeprune.training.finetune import TrainConfig
 from edgeprune.sparsity.magnitude import iterative_magnitude_pruning, magnitude_masks
 from edgeprune.sparsity.masks import prunable_weights
 from tests.sparsity.toys import SmallConvNet, loader

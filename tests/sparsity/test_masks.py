@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgeprune.errors import UnknownNameError
-from edgeprune.finetune import TrainConfig, train
+from edgeprune.training.finetune import TrainConfig, train
 from edgeprune.sparsity import get_sparsity_method, load_builtin, sparsity_methods
 from edgeprune.sparsity.masks import MaskedTraining, Masks, global_topk, prunable_weights
 from tests.sparsity.toys import SmallConvNet, loader

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from edgeprune.finetune import TrainConfig, train
+from edgeprune.training.finetune import TrainConfig, train
 from edgeprune.sparsity.masks import prunable_weights
 from edgeprune.sparsity.rigl import RigL, drop_fraction, erk_densities, rewire
 from tests.sparsity.toys import SmallConvNet, loader

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.finetune import TrainConfig, train
+from edgeprune.training.finetune import TrainConfig, train
 from edgeprune.sparsity import scl
 from tests.sparsity.toys import MLP, loader
 

@@ -64,7 +64,7 @@ def test_penalty_gradient_is_the_derivative_of_the_rayleigh_quotient():
 
 
 def test_probe_leaves_batchnorm_statistics_alone_and_training_runs_through_batchnorm():
-    from edgeprune.finetune import TrainConfig, train
+    from edgeprune.training.finetune import TrainConfig, train
     from tests.sparsity.toys import SmallConvNet, batch, loader
 
     torch.manual_seed(0)

@@ -1,0 +1,90 @@
+"""ONNX export + ONNX Runtime (CPU execution provider): the second runtime for CPU targets.
+
+ONNX Runtime needs no tuning and is often the faster runtime on x86 and ARM CPUs, so deploy
+measures it beside TVM and ships whichever is faster on the device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeprune.artifact import Artifact
+from edgeprune.backends import backends
+from edgeprune.backends.base import CompileOptions, Session
+from edgeprune.backends.onnx_export import OPSET, export_onnx
+from edgeprune.errors import CompileError, ToolchainMissingError
+from edgeprune.profilers.base import MeasureSettings, Measurement
+from edgeprune.profilers.host import cpu_description, rapl_unavailable_reason
+from edgeprune.profilers.stats import LatencyStats, time_callable
+
+def _session(path: Path, threads: int | None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ToolchainMissingError(
+            "onnxruntime is not installed (pip install 'edgeprune[onnx]')"
+        ) from None
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise CompileError(f"ONNX Runtime cannot load {path.name}: {str(exc).splitlines()[0]}") from None
+
+
+@backends.register("onnxruntime")
+class OnnxRuntimeBackend:
+    """Exports ``model.onnx``; the session is ONNX Runtime's CPU provider with full graph opts."""
+
+    name = "onnxruntime"
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install 'edgeprune[onnx]')"
+        return None
+
+    def compile(
+        self, model: torch.nn.Module, example: torch.Tensor, out_dir: Path, options: CompileOptions
+    ) -> Artifact:
+        import onnxruntime as ort
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "model.onnx"
+        export_onnx(model, example, path)
+        meta = {"opset": OPSET, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider",
+                "tuned": False, "note": "ONNX Runtime needs no tuning"}
+        sidecar = out_dir / "model.onnx.json"
+        sidecar.write_text(json.dumps({"input_shape": list(example.shape), **meta}, indent=2))
+        return Artifact(
+            runtime=self.name, target=options.target_name, files=(path, sidecar),
+            input_shape=tuple(example.shape), meta=meta,
+        )
+
+    def load(self, artifact: Artifact, threads: int | None = None) -> Session:
+        sess = _session(artifact.path, threads)
+        name = sess.get_inputs()[0].name
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return sess.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+        return run
+
+    def measure(self, artifact: Artifact, settings: MeasureSettings) -> Measurement:
+        run = self.load(artifact, settings.threads)
+        x = np.random.default_rng(0).random(artifact.input_shape, dtype=np.float32)
+        samples = time_callable(lambda: run(x), settings)
+        return Measurement(
+            latency=LatencyStats.from_samples(samples, settings.warmup, "measured:onnxruntime-local"),
+            device=cpu_description(settings.threads),
+            energy_note=rapl_unavailable_reason() or "measurable but not sampled",
+        )
+
