@@ -27,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeprune.config import parse_shape
+from edgeprune.models.loading import parse_shape
 from edgeprune.graph import count_macs
-from edgeprune.latency.table import Profile, ProfileConfig, default_profile_path, load_profile, profile_to_file
+from edgeprune.latency.build import profile_to_file
+from edgeprune.latency.costmodel import FEATURES
 from edgeprune.latency.curves import round_count
 from edgeprune.latency.measure import PROFILE_SETTINGS, CompiledMeter, measure_block
-from edgeprune.latency.costmodel import FEATURES
+from edgeprune.latency.plans import ProfileConfig
+from edgeprune.latency.table import Profile, default_profile_path, load_profile
 from edgeprune.models.sources import load_model
 from edgeprune.plan import GroupPlan, PruningPlan
 from edgeprune.prune import apply_plan, group_channels

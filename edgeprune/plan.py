@@ -2,7 +2,9 @@
 
 Indices always refer to the unpruned model, so a plan made by several iterative steps replays in
 one go on the original (``edgeprune prune --plan``). The plan also records the criterion, the
-predicted MACs/params and each search step's measured figures.
+predicted MACs/params and the precision of every layer: everything ``edgeprune prune --plan``
+needs to rebuild the shipped network, and nothing about how the search found it (that is the
+search trace, :mod:`edgeprune.search.trace`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from edgeprune.errors import ConfigError
 from edgeprune.io import write_json_atomic
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1 plans carried the search log in "steps"; it is ignored now
+FP32 = {"default": "fp32", "layers": {}}
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class PruningPlan:
     groups: dict[str, GroupPlan]
     macs: dict[str, int] = field(default_factory=dict)  # {"original": .., "pruned": ..}
     params: dict[str, int] = field(default_factory=dict)
-    steps: tuple[dict, ...] = ()
+    precision: dict = field(default_factory=lambda: dict(FP32))  # {"default": "int8", "layers": {name: "fp32"}}
 
     @classmethod
     def identity(cls, model: str, input_shape: tuple[int, ...], criterion: str,
@@ -57,18 +61,18 @@ class PruningPlan:
         data["version"] = PLAN_VERSION
         data["input_shape"] = list(self.input_shape)
         data["groups"] = {k: {"channels": g.channels, "kept": list(g.kept)} for k, g in self.groups.items()}
-        data["steps"] = list(self.steps)
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> "PruningPlan":
-        if data.get("version") != PLAN_VERSION:
-            raise ConfigError(f"plan version {data.get('version')!r} is not {PLAN_VERSION}")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ConfigError(f"plan version {data.get('version')!r} is not one of {READABLE_VERSIONS}")
         try:
             groups = {k: GroupPlan(int(g["channels"]), tuple(int(i) for i in g["kept"]))
                       for k, g in data["groups"].items()}
             return cls(data["model"], tuple(data["input_shape"]), data["criterion"], groups,
-                       dict(data.get("macs", {})), dict(data.get("params", {})), tuple(data.get("steps", ())))
+                       dict(data.get("macs", {})), dict(data.get("params", {})),
+                       dict(data.get("precision") or FP32))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed plan: {exc}") from None
 

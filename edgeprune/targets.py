@@ -14,60 +14,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgeprune.devices.reach import Reach
 from edgeprune.errors import ConfigError, UnknownNameError
 
 PRECISION_PATTERN = r"^(fp32|tf32|fp16|bf16|int([1-9]|1[0-6]))$"
 """fp32/tf32/fp16/bf16, or intN for N-bit integer weights+activations (FPGAs go down to int1)."""
-
-
-class Reach(BaseModel):
-    """How the board is reached: locally, through a TVM RPC tracker/server, or over SSH.
-
-    ``rpc`` with a ``key`` goes through a tracker at ``host:port``; without one, ``host:port`` is
-    the RPC server itself. A shipped board YAML may leave ``host`` empty: the user's ``--device``
-    supplies it (see :func:`resolve_reach`).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    mode: Literal["local", "rpc", "ssh", "none"] = "local"
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    key: str | None = None
-    user: str | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "Reach":
-        """Reject combinations that cannot mean anything, so a YAML typo is caught at load time."""
-        if self.mode in ("local", "none") and (self.host or self.port or self.key or self.user):
-            raise ValueError(f"reach mode {self.mode!r} takes no host/port/key/user")
-        if self.mode == "rpc" and self.user:
-            raise ValueError("reach mode 'rpc' takes no user")
-        if self.mode == "rpc" and self.host and self.port is None:
-            raise ValueError("reach mode 'rpc' with a host needs a port")
-        if self.mode == "ssh" and self.key:
-            raise ValueError("reach mode 'ssh' takes no key")
-        return self
-
-    @property
-    def is_tracker(self) -> bool:
-        """RPC through a tracker (a key names the device class) rather than one server."""
-        return self.mode == "rpc" and bool(self.key)
-
-    def describe(self) -> str:
-        """The ``--device`` spelling of this reach, for logs and device labels (``HOST``/``PORT``/
-        ``USER`` stand in for what a shipped YAML leaves to ``--device``)."""
-        host, port, user = self.host or "HOST", self.port or "PORT", self.user or "USER"
-        host = f"[{host}]" if ":" in host else host  # IPv6 literal
-        if self.mode == "rpc":
-            return f"rpc://{host}:{port}" + (f"/{self.key}" if self.key else "")
-        if self.mode == "ssh":
-            return f"ssh://{user}@{host}" + (f":{self.port}" if self.port else "")
-        return self.mode
 
 
 class Compute(BaseModel):
@@ -148,8 +103,8 @@ class TargetSpec(BaseModel):
     name: str
     description: str
     kind: Literal["cpu", "gpu", "fpga"]
-    compiler: str
     runtimes: list[str] = Field(min_length=1)
+    default_runtime: str | None = None  # used when the device runs several and the user names none
     compiler_target: dict = Field(default_factory=dict)
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])
     channel_multiple: int = Field(default=1, ge=1)
@@ -167,6 +122,8 @@ class TargetSpec(BaseModel):
         for precision in self.precisions:
             if not re.match(PRECISION_PATTERN, precision):
                 raise ValueError(f"unknown precision {precision!r} (fp32, fp16, bf16, tf32, int1..int16)")
+        if self.default_runtime is not None and self.default_runtime not in self.runtimes:
+            raise ValueError(f"default_runtime {self.default_runtime!r} is not in runtimes {self.runtimes}")
         if self.kind == "fpga" and self.fpga is None:
             raise ValueError("kind 'fpga' needs an 'fpga' section (part and resources)")
         if self.kind != "fpga" and self.fpga is not None:
@@ -236,78 +193,3 @@ def get_target(name_or_path: str) -> TargetSpec:
             f"unknown target {name_or_path!r}; known: {', '.join(known) or '(none)'}"
         )
     return load_target_file(known[name_or_path])
-
-
-DEVICE_FORMS = "local, rpc://HOST:PORT, rpc://TRACKER_HOST:PORT/KEY or ssh://USER@HOST[:PORT]"
-
-
-def _host_port(text: str, default_port: int | None) -> tuple[str, int | None]:
-    """Host and port of a ``scheme://`` string; a bad port is a ConfigError, not a ValueError."""
-    parts = urlsplit(text)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"--device {text!r}: the port must be a number in 1..65535") from None
-    if not parts.hostname:
-        raise ConfigError(f"--device {text!r} names no host; use {DEVICE_FORMS}")
-    return parts.hostname, port if port is not None else default_port
-
-
-def parse_device(text: str) -> Reach:
-    """Parse a ``--device`` override into a :class:`Reach`.
-
-    Accepted: ``local``; ``rpc://HOST:PORT`` (one RPC server); ``rpc://TRACKER_HOST:PORT/KEY``
-    (a tracker and the device key); ``ssh://USER@HOST[:PORT]`` (port 22 by default). Anything else
-    is a one-line :class:`ConfigError` listing these forms.
-    """
-    text = text.strip()
-    if text == "local":
-        return Reach(mode="local")
-    scheme = text.split("://", 1)[0] if "://" in text else ""
-    if scheme == "rpc":
-        return _parse_rpc(text)
-    if scheme == "ssh":
-        return _parse_ssh(text)
-    raise ConfigError(f"--device {text!r} not understood; use {DEVICE_FORMS}")
-
-
-def _parse_rpc(text: str) -> Reach:
-    """``rpc://HOST:PORT[/KEY]``: the port is required (trackers and servers have no default)."""
-    parts = urlsplit(text)
-    if parts.username or parts.query or parts.fragment:
-        raise ConfigError(f"--device {text!r}: rpc takes no user, query or fragment; use {DEVICE_FORMS}")
-    host, port = _host_port(text, None)
-    if port is None:
-        raise ConfigError(f"--device {text!r} needs a port, e.g. rpc://{host}:9190/KEY")
-    key = parts.path.strip("/")
-    if "/" in key:
-        raise ConfigError(f"--device {text!r}: the tracker key must be one path segment")
-    return Reach(mode="rpc", host=host, port=port, key=key or None)
-
-
-def _parse_ssh(text: str) -> Reach:
-    """``ssh://USER@HOST[:PORT]``: the user is required so no one logs in by accident as root."""
-    parts = urlsplit(text)
-    if not parts.username:
-        raise ConfigError(f"--device {text!r} needs a user: ssh://USER@HOST[:PORT]")
-    if parts.password is not None:
-        raise ConfigError(f"--device {text!r}: put no password in the URL; edgeprune uses SSH keys")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ConfigError(f"--device {text!r}: ssh takes no path; use ssh://USER@HOST[:PORT]")
-    host, port = _host_port(text, 22)
-    return Reach(mode="ssh", host=host, port=port, user=parts.username)
-
-
-def resolve_reach(target: TargetSpec, device: str | None, offline_ok: bool = False) -> Reach:
-    """The reach to use: ``--device`` if given, else the target's; a remote reach must name a host.
-
-    With ``offline_ok`` and no ``--device``, a board target whose YAML names no host resolves to
-    ``mode: none`` (no board: figures are estimates, labelled so).
-    """
-    reach = parse_device(device) if device else target.reach
-    if offline_ok and device is None and reach.mode in ("rpc", "ssh") and not reach.host:
-        return Reach(mode="none")
-    if reach.mode in ("rpc", "ssh") and not reach.host:
-        example = "rpc://HOST:9190/" + (reach.key or "KEY") if reach.mode == "rpc" else "ssh://USER@HOST"
-        raise ConfigError(f"target {target.name} is reached over {reach.mode}; pass --device {example}")
-    return reach

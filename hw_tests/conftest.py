@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.targets import Reach, TargetSpec, get_target, parse_device
+from edgeprune.devices import Reach, parse_device
+from edgeprune.targets import TargetSpec, get_target
 
 
 def _env(name: str) -> str:

@@ -17,7 +17,8 @@ import torch
 
 from edgeprune.artifact import Artifact
 from edgeprune.profilers.base_settings import MeasureSettings
-from edgeprune.targets import Reach, TargetSpec
+from edgeprune.devices import Reach
+from edgeprune.targets import TargetSpec
 
 pytestmark = pytest.mark.hardware
 

@@ -100,13 +100,60 @@ def test_targets_lists_every_board_with_its_state(tmp_path):
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()}
     assert {"host", "raspberry-pi-4", "jetson-nano", "pynq-z2"} <= set(rows)
     assert "runtimes ready: onnxruntime, tvm" in rows["host"] and "board: this machine" in rows["host"]
-    assert "missing: tensorrt" in rows["jetson-nano"]
+    assert "tensorrt" in rows["jetson-nano"] and "missing: finn" in rows["pynq-z2"]
     assert "not configured" in rows["raspberry-pi-4"]
 
 
 @pytest.mark.parametrize("command", [["--help"], ["deploy", "--help"], ["prune", "--help"], ["targets", "--help"],
-                                     ["criteria", "list", "--help"]])
+                                     ["criteria", "list", "--help"], ["criteria", "compare", "--help"],
+                                     ["profile", "--help"], ["sparsify", "--help"]])
 def test_help_renders(command, tmp_path):
     proc = run_cli(*command, cache=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout
+
+
+def _invoke(*args: str):
+    """In-process CLI call (typer's runner): fast enough to try every registered name."""
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _accepted(*args: str) -> bool:
+    """The options parsed and validated: the run got as far as resolving the (unknown) target."""
+    result = _invoke("deploy", *args, "--target", "no-such-board")
+    return result.exit_code == 2 and "unknown target 'no-such-board'" in result.output
+
+
+def test_every_registered_runtime_strategy_criterion_and_device_is_reachable_from_the_cli():
+    """Registries are open all the way to the CLI: nothing registered is refused by a hard-coded list."""
+    from edgeprune.backends import runtime_names
+    from edgeprune.criteria import criteria, load_builtin
+    from edgeprune.devices import get_scheme, schemes
+    from edgeprune.search.strategies import strategies
+
+    load_builtin()
+    for runtime in runtime_names():
+        assert _accepted("--runtime", runtime), runtime
+    for strategy in strategies.names():
+        assert _accepted("--strategy", strategy), strategy
+    for criterion in criteria.names():
+        assert _accepted("--criterion", criterion), criterion
+    examples = {"local": "local", "rpc": "rpc://127.0.0.1:9190/key", "ssh": "ssh://pi@127.0.0.1"}
+    for name in schemes.names():
+        if get_scheme(name).user_facing:
+            assert _accepted("--device", examples[name]), name
+    refused = _invoke("deploy", "--runtime", "tensorflow")
+    assert refused.exit_code == 2 and "known: " in refused.output
+
+
+@pytest.mark.parametrize("command", [["deploy"], ["prune", "--plan", "p.json"], ["profile"],
+                                     ["criteria", "compare", "--out", "o"], ["sparsify", "--method", "snip",
+                                                                             "--density", "0.5", "--out", "o"]])
+def test_every_model_command_takes_the_same_model_and_data_options(command):
+    """One definition: --input-shape, --val-data, --resize, --mean, --std everywhere a model is taken."""
+    result = _invoke(*command, "--model", "demo", "--input-shape", "1x3x28", "--data", "digits")
+    assert result.exit_code == 2 and "input shape '1x3x28'" in result.output, result.output

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgeprune.report.publish import sha256
+from edgeprune.io import sha256
 from tests.test_cli import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -48,9 +48,14 @@ def test_manifest_contract_and_measured_sources(demo_run):
             assert entry[stage]["latency_ms"]["source"].startswith("measured:")
             assert entry[stage]["latency_ms"]["median"] > 0
     assert m["result"]["macs"] < m["baseline"]["macs"]
-    search_baseline = m["runtimes"][m["search"]["runtime"]]["baseline"]["latency_ms"]["median"]
-    assert m["budget"]["latency_ms"] == pytest.approx(0.7 * search_baseline)
-    assert m["budget"]["met"] == (m["result"]["latency_ms"]["median"] <= m["budget"]["latency_ms"])
+    assert m["budget"]["latency_ms"] == pytest.approx(0.7 * m["budget"]["baseline_ms"])
+    assert m["budget"]["verdict"] == "measured" and m["budget"]["measured_on"] == m["runtime"]
+    shipped = m["runtimes"][m["runtime"]]["paired"]
+    assert shipped["rounds"] >= 5 and m["speedup"] == pytest.approx(1 / shipped["ratio_to_reference"])
+    for step in m["search"]["steps"]:  # every candidate timed against the baseline, interleaved
+        lo, hi = step["ratio_spread"]
+        assert lo <= step["ratio_to_baseline"] <= hi and step["rounds"] >= 5
+    assert m["machine_stability"]["verdict"] in ("steady", "noisy", "very noisy")
     assert 0.5 < m["baseline"]["accuracy"] <= 1.0
     assert m["versions"]["torch"].startswith("2.") and m["versions"]["tvm"].startswith("0.27")
     assert m["energy"].startswith("not measurable")
@@ -96,15 +101,22 @@ def test_ctrl_c_keeps_progress_and_resume_finishes(cache_dir, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    steps_done = len(json.loads((out / ".edgeprune-state" / "plan.json").read_text())["steps"])
+    saved = json.loads((out / ".edgeprune-state" / "search.json").read_text())
+    steps_done, baseline_ms = len(saved["steps"]), saved["baseline_ms"]
     assert steps_done >= 1
+    assert "steps" not in json.loads((out / ".edgeprune-state" / "plan.json").read_text())  # the plan is what to prune
 
     again = run_cli("deploy", *args[1:-2], "--out", str(out), cache=cache_dir)  # same run without --resume
     assert again.returncode == 2 and "--resume" in again.stderr
 
-    resumed_args = [a if a != "1us" else "50ms" for a in args[1:]]  # met at once
-    done = run_cli("deploy", *resumed_args, "--resume", cache=cache_dir)
-    assert done.returncode == 0, done.stderr[-2000:]
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["search"]["steps"][0]["step"] == 0
-    assert len(manifest["search"]["steps"]) > steps_done  # continued, did not start over
+    changed = [a if a != "1us" else "50ms" for a in args[1:]]
+    refused = run_cli("deploy", *changed, "--resume", cache=cache_dir)  # another budget: another run
+    assert refused.returncode == 2 and "different run" in refused.stderr
+
+    more = [a if a != "30" else "1" for a in args[1:]]  # --max-steps is a per-run cap, not a setting of the result
+    done = run_cli("deploy", *more, "--resume", cache=cache_dir)
+    assert done.returncode == 6, done.stderr[-2000:]  # 1 us stays out of reach; progress is kept again
+    resumed = json.loads((out / ".edgeprune-state" / "search.json").read_text())
+    assert resumed["steps"][0]["step"] == 0
+    assert len(resumed["steps"]) > steps_done  # continued, did not start over
+    assert resumed["baseline_ms"] == baseline_ms  # the budget was not re-resolved on a re-measured baseline

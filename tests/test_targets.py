@@ -9,14 +9,7 @@ import pytest
 import yaml
 
 from edgeprune.errors import ConfigError, UnknownNameError
-from edgeprune.targets import (
-    Reach,
-    available_targets,
-    get_target,
-    load_target_file,
-    parse_device,
-    resolve_reach,
-)
+from edgeprune.targets import available_targets, get_target, load_target_file
 
 BOARDS = ["raspberry-pi-4", "raspberry-pi-5", "jetson-nano", "jetson-xavier-nx", "jetson-orin-nano",
           "pynq-z2", "zcu104", "ultra96", "kv260"]
@@ -100,50 +93,3 @@ def test_user_yaml_by_path_and_unknown_name(tmp_path: Path) -> None:
     assert get_target(str(_write(tmp_path, raw))).name == "my-pi"
     with pytest.raises(UnknownNameError, match="raspberry-pi-4"):
         get_target("raspbery-pi-4")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("local", Reach(mode="local")),
-        ("rpc://10.0.0.5:9090", Reach(mode="rpc", host="10.0.0.5", port=9090)),
-        ("rpc://tracker.lab:9190/rasp4b", Reach(mode="rpc", host="tracker.lab", port=9190, key="rasp4b")),
-        ("rpc://[::1]:9190/k", Reach(mode="rpc", host="::1", port=9190, key="k")),
-        ("ssh://pi@raspberrypi.local", Reach(mode="ssh", host="raspberrypi.local", port=22, user="pi")),
-        ("ssh://ubuntu@10.0.0.7:2222", Reach(mode="ssh", host="10.0.0.7", port=2222, user="ubuntu")),
-    ],
-)
-def test_parse_device(text: str, expected: Reach) -> None:
-    reach = parse_device(text)
-    assert reach == expected
-    assert parse_device(reach.describe()) == reach  # describe() is the --device spelling
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("", "not understood"),
-        ("board", "not understood"),
-        ("tcp://h:1", "not understood"),
-        ("rpc://h", "needs a port"),
-        ("rpc://h:99999/k", "port must be a number"),
-        ("rpc://h:abc", "port must be a number"),
-        ("rpc://h:9190/a/b", "one path segment"),
-        ("rpc://:9190/k", "names no host"),
-        ("ssh://board", "needs a user"),
-        ("ssh://pi:secret@board", "no password"),
-        ("ssh://pi@board/path", "takes no path"),
-    ],
-)
-def test_parse_device_errors_are_one_line(text: str, expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected) as info:
-        parse_device(text)
-    assert "\n" not in str(info.value)
-
-
-def test_resolve_reach() -> None:
-    pi = get_target("raspberry-pi-4")
-    with pytest.raises(ConfigError, match="pass --device rpc://HOST:9190/rasp4b"):
-        resolve_reach(pi, None)
-    assert resolve_reach(pi, "rpc://t:9190/rasp4b").key == "rasp4b"
-    assert resolve_reach(get_target("host"), None).mode == "local"

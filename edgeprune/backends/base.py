@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -53,3 +53,19 @@ class Backend(Protocol):
 
     def measure(self, artifact: Artifact, settings: MeasureSettings) -> Measurement:
         """Measure on the local device (remote devices go through ``edgeprune.profilers``)."""
+
+
+@runtime_checkable
+class ForeignArtifacts(Protocol):
+    """A backend that can build for another CPU architecture says whether an artifact runs on
+    this machine; one that cannot, need not implement this (its artifacts always run here)."""
+
+    def runs_here(self, artifact: Artifact) -> bool: ...
+
+
+@runtime_checkable
+class OptionsCheck(Protocol):
+    """A backend whose toolchain needs depend on the compile options (a cross compiler for a
+    foreign target, say) reports a missing one before any long work starts."""
+
+    def unavailable_reason_for(self, options: CompileOptions) -> str | None: ...

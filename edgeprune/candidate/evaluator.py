@@ -1,94 +1,116 @@
-"""Compile a model for the target on one runtime and measure the compiled artifact.
+"""Compile a candidate for the target, validate the artifact and measure it on the device.
 
 The one place the search loop and deploy go through to learn what a candidate costs, so every
-latency edgeprune prints comes from a compiled artifact, never from a MAC count.
+latency edgeprune prints comes from a compiled artifact (or is an estimate labelled so), never
+from a MAC count.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
-import torch
-from torch import nn
+import numpy as np
+from torch.utils.data import Dataset
 
 from edgeprune.artifact import Artifact
-from edgeprune.backends import CompileOptions, Session, get_backend
+from edgeprune.backends import CompileOptions, get_backend
+from edgeprune.backends.base import ForeignArtifacts, OptionsCheck
+from edgeprune.candidate.candidate import Candidate, Evaluated
+from edgeprune.candidate.paired import Paired, measure_paired
+from edgeprune.candidate.validate import ValidationResult, not_validated, validate_artifact
+from edgeprune.devices import Estimator, RemoteSession
 from edgeprune.errors import ToolchainMissingError
-from edgeprune.profilers.base import Measurement, MeasureSettings, Profiler
-from edgeprune.devices.registry import estimates_from_model, remote_session
+from edgeprune.profilers.base import MeasureSettings, Measurement, Profiler
 from edgeprune.targets import TargetSpec
+
+EMULATED_VALIDATION_SAMPLES = 8  # emulated runs take ~1 s per inference: check correctness on a few
+Session = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
-class RuntimeResult:
-    artifact: Artifact
-    measurement: Measurement
+class CompileConfig:
+    """How candidates are compiled: ``tune_trials`` bounds auto-tuning for backends that tune
+    (others ignore it); ``threads`` applies to every runtime."""
 
-    @property
-    def median_ms(self) -> float:
-        return self.measurement.latency.median
+    tune_trials: int = 64
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
 class Evaluator:
-    """Compiles into ``work_dir/<tag>/<runtime>`` and measures on the device: with the board's
-    profiler when ``profilers`` names one for the runtime (``--device``), else locally."""
+    """Compiles into ``work_dir/<tag>/<runtime>`` and measures with the device's profiler for
+    each runtime (``profilers``: the backend itself locally, a board's profiler with --device)."""
 
     target: TargetSpec
     work_dir: Path
     cache_dir: Path
-    tune_trials: int
+    compile_config: CompileConfig
     settings: MeasureSettings
     profilers: dict[str, Profiler] = field(default_factory=dict)
 
-    def options(self, runtime: str) -> CompileOptions:
-        trials = self.tune_trials if runtime == "tvm" else 0
+    def options(self, precision: str) -> CompileOptions:
         return CompileOptions(self.target.name, dict(self.target.compiler_target), self.cache_dir,
-                              trials, self.settings.threads)
+                              self.compile_config.tune_trials, self.compile_config.threads, precision)
 
-    def check(self, runtime: str) -> None:
-        reason = get_backend(runtime).unavailable_reason()
+    def check(self, runtime: str, precision: str) -> None:
+        """Fail before any long work when the runtime's toolchain (for these options) is missing."""
+        backend = get_backend(runtime)
+        options = self.options(precision)
+        reason = backend.unavailable_reason_for(options) if isinstance(backend, OptionsCheck) else \
+            backend.unavailable_reason()
         if reason:
             raise ToolchainMissingError(reason)
 
-    def compile(self, model: nn.Module, example: torch.Tensor, runtime: str, tag: str) -> Artifact:
+    def compile(self, candidate: Candidate, runtime: str) -> Artifact:
         backend = get_backend(runtime)
-        return backend.compile(model.eval(), example, self.work_dir / tag / runtime, self.options(runtime))
+        return backend.compile(candidate.model.eval(), candidate.example, self.work_dir / candidate.tag / runtime,
+                               self.options(candidate.precision))
 
-    def measure(self, artifact: Artifact) -> Measurement:
-        remote = self.profilers.get(artifact.runtime)
-        if remote is not None:
-            return remote.measure(artifact, self.settings)
-        return get_backend(artifact.runtime).measure(artifact, self.settings)
+    def measure(self, artifact: Artifact, candidate: Candidate, settings: MeasureSettings | None = None) -> Measurement:
+        """Time the artifact on the device, or estimate it (labelled) where no device can run it."""
+        profiler = self.profilers[artifact.runtime]
+        if isinstance(profiler, Estimator):
+            return profiler.estimate_model(candidate.model, candidate.example)
+        return profiler.measure(artifact, settings or self.settings)
+
+    def measure_against(self, artifact: Artifact, candidate: Candidate, reference: Artifact, reference_of: Candidate,
+                        goal_ratio: float | None, rounds: int) -> Paired:
+        """Candidate and reference timed in alternating rounds (see :mod:`edgeprune.candidate.paired`)."""
+        per_round = replace(self.settings, repeats=max(5, self.settings.repeats // max(rounds, 1)))
+        owner = {artifact.path: candidate, reference.path: reference_of}
+        return measure_paired(lambda a: self.measure(a, owner[a.path], per_round), artifact, reference,
+                              goal_ratio, rounds, max_rounds=rounds * 4)
 
     def session(self, artifact: Artifact) -> tuple[Session, str]:
-        """Run the artifact where it is measured: on the board if it can run it there (the
-        stronger check), under qemu when it is built for another architecture and no board is
-        reachable, else on this machine. Returns the session and where it runs."""
-        on_board = remote_session(self.profilers.get(artifact.runtime), artifact)
-        if on_board is not None:
-            return on_board, "board"
-        if is_foreign(artifact):
+        """Run the artifact where it is measured: on the board if its profiler can (the stronger
+        check), under qemu when it is built for another architecture, else on this machine."""
+        profiler = self.profilers.get(artifact.runtime)
+        if isinstance(profiler, RemoteSession):
+            return profiler.session(artifact), "board"
+        backend = get_backend(artifact.runtime)
+        if isinstance(backend, ForeignArtifacts) and not backend.runs_here(artifact):
             from edgeprune.emulation.qemu import run_under_qemu
 
             return (lambda x: run_under_qemu(artifact, x, self.cache_dir)), "qemu"
-        return get_backend(artifact.runtime).load(artifact), "host"
+        return backend.load(artifact), "host"
 
-    def run(self, model: nn.Module, example: torch.Tensor, runtime: str, tag: str) -> RuntimeResult:
-        artifact = self.compile(model, example, runtime, tag)
-        profiler = self.profilers.get(runtime)
-        if estimates_from_model(profiler):
-            return RuntimeResult(artifact, profiler.estimate_model(model, example))
-        return RuntimeResult(artifact, self.measure(artifact))
+    def validate(self, artifact: Artifact, candidate: Candidate, dataset: Dataset) -> ValidationResult:
+        """Run the artifact on the validation set; an artifact nothing here can run (no board, no
+        emulator installed) is reported as not validated, with the reason, never as passed."""
+        session, where = self.session(artifact)
+        limit = EMULATED_VALIDATION_SAMPLES if where == "qemu" else None
+        try:
+            return validate_artifact(session, candidate.model, dataset, candidate.example.shape[0],
+                                     precision=artifact.precision, runtime=f"{artifact.runtime} ({where})", limit=limit)
+        except ToolchainMissingError as exc:
+            if where != "qemu":
+                raise
+            return not_validated(candidate.model, dataset, artifact.precision, str(exc))
 
-
-def is_foreign(artifact: Artifact) -> bool:
-    """A TVM library built for another CPU architecture (cannot be loaded on this machine)."""
-    if artifact.runtime != "tvm":
-        return False
-    from edgeprune.backends.tvm import is_host_target
-
-    target = json.loads(artifact.meta.get("tvm_target") or "{}")
-    return bool(target) and not is_host_target(target)
+    def evaluate(self, candidate: Candidate, runtime: str, dataset: Dataset | None = None) -> Evaluated:
+        """Compile, validate (when ``dataset`` is given) and measure one candidate on one runtime."""
+        artifact = self.compile(candidate, runtime)
+        validation = self.validate(artifact, candidate, dataset) if dataset is not None else None
+        return Evaluated(artifact, self.measure(artifact, candidate), validation)

@@ -1,10 +1,9 @@
 """How the lookup-table builder measures: a model in, a latency out, in interleaved blocks.
 
 The builder only needs ``measure(model) -> LatencyStats`` (:data:`LatencyFn`). The one here,
-:class:`CompiledMeter`, compiles with the target's backend and measures with a profiler: the
-local backend by default, or any object with ``measure(artifact, settings) -> Measurement``
-(the TVM RPC and SSH profilers), so a profile for a remote board is the same code with another
-profiler.
+:class:`CompiledMeter`, compiles with the target's backend and measures with a profiler: this
+machine's by default, or any object with ``measure(artifact, settings) -> Measurement`` (the TVM
+RPC and SSH profilers), so a profile for a remote board is the same code with another profiler.
 
 Latencies drift while other work shares the CPU, so models are never compared across minutes:
 :func:`measure_block` measures a few models together with the unpruned reference, in rounds and in
@@ -20,16 +19,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgeprune.artifact import Artifact
+from edgeprune.candidate.candidate import Candidate
+from edgeprune.candidate.evaluator import CompileConfig, Evaluator
 from edgeprune.errors import ConfigError
-from edgeprune.candidate.evaluator import Evaluator
 from edgeprune.io import write_json_atomic
+from edgeprune.plan import PruningPlan
 from edgeprune.profilers.base import Measurement
 from edgeprune.profilers.base_settings import MeasureSettings
 from edgeprune.profilers.stats import LatencyStats
@@ -44,6 +45,15 @@ PROFILE_SETTINGS = MeasureSettings(warmup=3, repeats=40, min_repeat_ms=0.0, thre
 """Per-call samples (``min_repeat_ms=0``), so ``min`` is the fastest single inference: on a CPU
 shared with other work, contention only ever adds time, and the fastest call is the most
 repeatable figure (coefficient of variation ~1% where the median's was ~8% on the dev host)."""
+
+
+@runtime_checkable
+class Describable(Protocol):
+    """A :data:`LatencyFn` that can say where its numbers come from (device, runtime, compiler
+    options, settings). Optional: a custom measure without it still builds a profile, whose
+    provenance then says the device is unknown rather than guessing."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class ArtifactProfiler(Protocol):
@@ -96,52 +106,55 @@ class CompiledMeter:
 
     Artifacts are kept for the ``keep`` most recently used structures and deleted after, so a
     profile of hundreds of variants does not fill the disk; the unpruned model, measured in every
-    block, stays compiled. ``profiler`` defaults to the runtime's local backend.
+    block, stays compiled. ``profiler`` defaults to this machine's profiler for the runtime (the
+    TVM RPC and SSH profilers measure on a board instead).
     """
 
     def __init__(self, target: TargetSpec, runtime: str, example: torch.Tensor, work_dir: Path,
                  settings: MeasureSettings = PROFILE_SETTINGS, tune_trials: int = 0,
                  profiler: ArtifactProfiler | None = None, keep: int = 16) -> None:
+        from edgeprune.devices import DeviceOptions, Reach, profiler_for
+
         self.runtime = runtime
         self.example = example
         self.settings = settings
-        self.profiler = profiler
         self.keep = keep
-        self.evaluator = Evaluator(target, work_dir, work_dir / "cache", tune_trials, settings)
-        self.evaluator.check(runtime)
-        self._artifacts: OrderedDict[str, Artifact] = OrderedDict()
+        chosen = profiler or profiler_for(Reach(mode="local"), runtime, target, DeviceOptions())
+        self.evaluator = Evaluator(target, work_dir, work_dir / "cache", CompileConfig(tune_trials, settings.threads),
+                                   settings, {runtime: chosen})
+        self.evaluator.check(runtime, "fp32")
+        # the profile measures fp32 channel counts; the plan only names the precision
+        self._plan = PruningPlan.identity("profile", tuple(example.shape), "profile", {})
+        self._artifacts: OrderedDict[str, tuple[Artifact, Candidate]] = OrderedDict()
         self.device: str | None = None
         self.source: str | None = None
         self.compiles = 0
         self.measurements = 0
 
     def __call__(self, model: nn.Module) -> LatencyStats:
-        artifact = self._artifact(model)
-        if self.profiler is None:
-            measurement = self.evaluator.measure(artifact)
-        else:
-            measurement = self.profiler.measure(artifact, self.settings)
+        artifact, candidate = self._artifact(model)
+        measurement = self.evaluator.measure(artifact, candidate)
         self.device = measurement.device
         self.source = measurement.latency.source
         self.measurements += 1
         return measurement.latency
 
-    def _artifact(self, model: nn.Module) -> Artifact:
+    def _artifact(self, model: nn.Module) -> tuple[Artifact, Candidate]:
         key = structure_key(model)
         if key in self._artifacts:
             self._artifacts.move_to_end(key)
             return self._artifacts[key]
-        artifact = self.evaluator.compile(model, self.example, self.runtime, key)
+        candidate = Candidate(model, self._plan, self.example, key)
+        self._artifacts[key] = (self.evaluator.compile(candidate, self.runtime), candidate)
         self.compiles += 1
-        self._artifacts[key] = artifact
         while len(self._artifacts) > self.keep:
             old, _ = self._artifacts.popitem(last=False)
             shutil.rmtree(self.evaluator.work_dir / old, ignore_errors=True)
-        return artifact
+        return self._artifacts[key]
 
     def describe(self) -> dict[str, Any]:
         """Provenance for the profile: device, runtime, compiler options, measurement settings."""
-        options = self.evaluator.options(self.runtime)
+        options = self.evaluator.options(self._plan.precision.get("default", "fp32"))
         return {
             "device": self.device or "not measured yet",
             "runtime": self.runtime,
@@ -185,7 +198,3 @@ class MeasurementCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"fingerprint": self.fingerprint, "blocks": self.blocks})
 
-
-def fingerprint(parts: dict[str, Any]) -> str:
-    """Stable hash of the settings that decide the measured numbers."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

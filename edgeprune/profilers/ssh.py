@@ -25,7 +25,8 @@ from edgeprune.profilers import energy
 from edgeprune.profilers.base import EnergyStats, Measurement
 from edgeprune.profilers.base_settings import MeasureSettings
 from edgeprune.profilers.stats import LatencyStats
-from edgeprune.targets import PowerMeasurement, Reach
+from edgeprune.devices.reach import Reach
+from edgeprune.targets import PowerMeasurement
 
 BENCH_SCRIPT = Path(__file__).with_name("ssh_bench.py")
 DEFAULT_COMMAND = ("{python} {script} {model} --shape {shape} --dtype {dtype} --warmup {warmup} "

@@ -49,8 +49,14 @@ class LatencyStats:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @property
+    def estimated(self) -> bool:
+        return self.source.startswith("estimate")
+
     def short(self) -> str:
-        """``1.234 ms (p90 1.300, n=50)`` for tables and logs."""
+        """``1.234 ms (p90 1.300, n=50)`` for tables and logs; an estimate says so instead."""
+        if self.estimated:
+            return f"{self.median:.3f} ms ({self.source}, not measured)"
         return f"{self.median:.3f} ms (p90 {self.p90:.3f}, n={self.repeats})"
 
 

@@ -34,7 +34,7 @@ from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.profilers.base import Measurement
 from edgeprune.profilers.base_settings import MeasureSettings
 from edgeprune.profilers.stats import LatencyStats
-from edgeprune.targets import Reach
+from edgeprune.devices.reach import Reach
 
 SOURCE = "measured:tvm-rpc"
 T = TypeVar("T")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import field, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -44,13 +44,15 @@ from torch.utils.data import DataLoader
 from edgeprune import __version__
 from edgeprune.backends.base import CompileOptions
 from edgeprune.backends.ort import OnnxRuntimeBackend
-from edgeprune.data import DataBundle, Preprocessing, load_data, make_loader
+from edgeprune.data import DataBundle, make_loader, take_batches
+from edgeprune.models.loading import DataOptions, ModelOptions, load_inputs
 from edgeprune.errors import ConfigError, ToolchainMissingError
 from edgeprune.training.finetune import TrainConfig, pytorch_accuracy, train
 from edgeprune.profilers.base import MeasureSettings
 from edgeprune.progress import ProgressSink, null_progress
 from edgeprune.training.regularizers import RigLOptions, regularizers
-from edgeprune.report.publish import ensure_writable, publish, versions
+from edgeprune.io import default_cache_dir, torch_save_atomic, versions
+from edgeprune.report.publish import ensure_writable, publish
 from edgeprune.sparsity import get_sparsity_method, scl
 from edgeprune.sparsity.magnitude import magnitude_masks
 from edgeprune.sparsity.masks import MaskedTraining, Masks, global_topk
@@ -60,7 +62,6 @@ from edgeprune.sparsity.snip import snip_masks
 from edgeprune.sparsity.structured import parse_kind, to_structured
 from edgeprune.candidate.validate import validate_artifact
 
-METHODS = ("magnitude", "snip", "scl", "rigl", "relief")
 ROUNDS = 3  # prune -> retrain rounds of the iterative methods (magnitude, relief)
 BISECT_STEPS = 30
 SCL_LAMBDA = 1e-4
@@ -69,14 +70,11 @@ WORK_DIR = ".edgeprune-work"
 
 @dataclass(frozen=True)
 class SparsifyConfig:
-    model: str
+    model: ModelOptions
     out: Path
     method: str
     density: float
-    data: str = "digits"
-    grayscale: bool = False  # imagefolder images to 1 channel (for single-channel models)
-    weights: Path | None = None
-    trust_checkpoint: bool = False
+    data: DataOptions = field(default_factory=DataOptions)
     structured: str | None = None
     epochs: float = 1.0
     lr: float = 0.01
@@ -87,8 +85,10 @@ class SparsifyConfig:
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown sparsity method {self.method!r} for sparsify; known: {', '.join(METHODS)}")
+        if self.method not in METHOD_RUNNERS:
+            get_sparsity_method(self.method)  # an unknown name lists the registry's methods
+            raise ConfigError(f"{self.method} acts during training only: use deploy --regularizer {self.method}; "
+                              f"sparsify runs {', '.join(METHOD_RUNNERS)}")
         if not 0 < self.density < 1:
             raise ConfigError(f"--density {self.density} must be in (0, 1): the kept fraction of weights")
         if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.repeats < 1:
@@ -110,12 +110,7 @@ class Run:
     progress: ProgressSink
 
     def batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for batch in self.train_loader:
-            out.append(batch)
-            if len(out) >= n:
-                break
-        return out
+        return list(take_batches(self.train_loader, n))
 
     def retrain(self, model: nn.Module, masks: Masks, epochs: float, label: str) -> None:
         """Train with the mask held at zero (weights and gradients), as every method's retrain step."""
@@ -238,16 +233,6 @@ METHOD_RUNNERS: dict[str, Callable[[nn.Module, Run], MethodResult]] = {
 }
 
 
-def _load_model(cfg: SparsifyConfig, data: DataBundle, progress: ProgressSink) -> nn.Module:
-    if cfg.model == "demo":
-        from edgeprune.models.demo import default_cache_dir, load_demo
-
-        return load_demo(data, cfg.cache_dir or default_cache_dir(), progress)
-    from edgeprune.models.sources import load_model
-
-    return load_model(cfg.model, cfg.weights, cfg.trust_checkpoint)
-
-
 def _export(model: nn.Module, example: torch.Tensor, folder: Path, data: DataBundle) -> dict:
     """ONNX file of ``model`` in ``folder``, validated against PyTorch on the validation set."""
     backend = OnnxRuntimeBackend()
@@ -285,9 +270,8 @@ def sparsify(cfg: SparsifyConfig, progress: ProgressSink = null_progress) -> dic
         raise ToolchainMissingError(reason)
     ensure_writable(cfg.out)
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, Preprocessing(grayscale=cfg.grayscale))
-    original = _load_model(cfg, data, progress).eval()
-    example = torch.rand(1, *data.sample_shape)
+    loaded = load_inputs(cfg.model, cfg.data, cfg.cache_dir or default_cache_dir(), progress, trace=False)
+    data, original, example = loaded.data, loaded.model, loaded.example
     train_loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = make_loader(data.val, 256, shuffle=False)
     run = Run(train_loader, TrainConfig(epochs=cfg.epochs, lr=cfg.lr), cfg.density, progress)
@@ -303,8 +287,8 @@ def sparsify(cfg: SparsifyConfig, progress: ProgressSink = null_progress) -> dic
     timing = measure_sparse_vs_dense(original, masks, example, work / "unstructured", settings)
     structured = (_structured(cfg, model, masks, original, run, example, staging, work, data, val_loader, settings)
                   if cfg.structured else None)
-    torch.save(model.eval().state_dict(), str(staging / "sparse_state_dict.pt"))
-    torch.save(dict(masks.items()), str(staging / "masks.pt"))
+    torch_save_atomic(model.eval().state_dict(), staging / "sparse_state_dict.pt")
+    torch_save_atomic(dict(masks.items()), staging / "masks.pt")
     manifest = _manifest(cfg, data, masks, details, pytorch_accuracy(original, val_loader), pytorch_accuracy(model, val_loader),
                          exported, timing, structured)
     publish(staging, cfg.out, manifest, render_sparsify_markdown(manifest))
@@ -319,8 +303,8 @@ def _manifest(cfg: SparsifyConfig, data: DataBundle, masks: Masks, details: dict
     manifest = {
         "manifest_version": 1,
         "command": "sparsify",
-        "model": cfg.model,
-        "data": {"spec": cfg.data, "train_samples": len(data.train), "val_samples": len(data.val)},
+        "model": cfg.model.model,
+        "data": {"spec": cfg.data.data, "train_samples": len(data.train), "val_samples": len(data.val)},
         "method": {"name": method.name, "paper": method.paper, "kind": method.kind, "epochs": cfg.epochs,
                    **details},
         "density_requested": cfg.density,

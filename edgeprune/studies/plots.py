@@ -9,11 +9,14 @@ never pay for it.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+
+from edgeprune.studies.oracle import rank_correlations
+from edgeprune.studies.tables import rows
 
 COLUMNS = 4
 
@@ -34,12 +37,6 @@ def _linthresh(values: np.ndarray) -> float:
     return float(np.percentile(nonzero, 10)) if nonzero.size else 1.0
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return math.nan
-    return float(spearmanr(a, b).statistic)
-
-
 def scatter_grid(path: Path, title: str, scores: dict[str, torch.Tensor], oracle: dict[str, torch.Tensor]) -> None:
     """One panel per layer (group): each channel's criterion score against its oracle |ΔL|.
 
@@ -58,7 +55,7 @@ def scatter_grid(path: Path, title: str, scores: dict[str, torch.Tensor], oracle
         ax.scatter(x, y, s=8, alpha=0.6)
         ax.set_xscale("symlog", linthresh=_linthresh(x))
         ax.set_yscale("symlog", linthresh=_linthresh(y))
-        ax.set_title(f"{group} ({len(x)} ch) ρ={_spearman(x, y):.2f}", fontsize=8)
+        ax.set_title(f"{group} ({len(x)} ch) ρ={rank_correlations(torch.from_numpy(x), torch.from_numpy(y))[0]:.2f}", fontsize=8)
         ax.set_xlabel("oracle |ΔL|", fontsize=8)
         ax.set_ylabel("score", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -102,3 +99,23 @@ def accuracy_curves(path: Path, curves: dict[str, dict[str, float]], tuned: dict
         _curve_panel(ax, data, unpruned, title)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.savefig(path)
+
+
+def _file_name(spec: str) -> str:
+    """``taylor-so?hessian=fisher`` -> ``taylor-so-hessian-fisher``: a safe, readable file name."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", spec).strip("-") or "criterion"
+
+
+def write_plots(report: dict, scores: dict[str, dict[str, torch.Tensor]], oracle: dict[str, torch.Tensor],
+                out: Path) -> dict[str, str]:
+    """One scatter grid per criterion and the accuracy-vs-ratio curves; ``{title: file name}``."""
+    plots = {"accuracy vs pruning ratio": "accuracy-vs-ratio.png"}
+    curves = {name: e["accuracy_at"] for name, e in rows(report)}
+    tuned = {name: e["accuracy_at_finetuned"] for name, e in rows(report) if e.get("accuracy_at_finetuned")}
+    accuracy_curves(out / plots["accuracy vs pruning ratio"], curves, tuned or None,
+                    report["oracle"]["accuracy"])
+    for spec, per_group in scores.items():
+        name = f"scatter-{_file_name(spec)}.png"
+        scatter_grid(out / name, spec, per_group, oracle)
+        plots[f"{spec}: score vs oracle |ΔL| per layer"] = name
+    return plots

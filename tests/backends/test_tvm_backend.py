@@ -1,8 +1,10 @@
-"""The TVM backend against real TVM: numerics, tuning-database reuse, speed-up from pruning,
-typed errors. Tiny models keep each compile to seconds; the tuning tests are marked slow."""
+"""The TVM backend against real TVM: numerics, compiled-library cache, tuning-database reuse,
+speed-up from pruning, typed errors. Tiny models keep each compile to seconds; the tuning tests
+are marked slow. Board (foreign-architecture) targets: test_tvm_targets.py."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -13,7 +15,9 @@ from torch import nn
 
 from edgeprune.backends import CompileOptions, get_backend
 from edgeprune.backends.tvm import (
+    COMPILED_SUBDIR,
     TUNING_SUBDIR,
+    UNTUNED_NOTE,
     resolve_target,
     tuning_db_dir,
 )
@@ -43,20 +47,56 @@ def untuned(tmp_path_factory):
     torch.manual_seed(0)
     model = build_demo_net(width=8).eval()
     tmp = tmp_path_factory.mktemp("tvm-untuned")
-    artifact = get_backend("tvm").compile(model, torch.rand(1, 1, 32, 32), tmp / "out",
-                                          _options(tmp))
-    return model, artifact
+    options = _options(tmp)
+    artifact = get_backend("tvm").compile(model, torch.rand(1, 1, 32, 32), tmp / "out", options)
+    return model, artifact, options
 
 
 def test_untuned_artifact_matches_pytorch_and_says_untuned(untuned):
     backend = get_backend("tvm")
-    tiny_net, artifact = untuned
+    tiny_net, artifact, _ = untuned
     _assert_matches(backend, artifact, tiny_net)
     assert artifact.runtime == "tvm" and artifact.path.name == "model.so"
     assert artifact.meta["tuned"] is False and artifact.meta["new_trials"] == 0
+    assert artifact.meta["note"] == UNTUNED_NOTE and artifact.meta["compile_cache"] == "miss"
+    assert backend.runs_here(artifact)
     sidecar = json.loads(artifact.files[1].read_text())
     assert sidecar["input_shape"] == [1, 1, 32, 32] and sidecar["tuned"] is False
     assert sidecar["tvm_target"]["mcpu"] != "auto"
+
+
+def test_recompiling_the_same_model_reuses_the_cached_library(untuned, tmp_path):
+    backend = get_backend("tvm")
+    tiny_net, first, options = untuned
+    again = backend.compile(tiny_net, torch.rand(1, 1, 32, 32), tmp_path / "again", options)
+    assert again.meta["compile_cache"] == "hit"
+    assert again.path.read_bytes() == first.path.read_bytes() and again.path != first.path
+    assert json.loads(again.files[1].read_text())["compile_cache"] == "hit"
+    _assert_matches(backend, again, tiny_net)
+    entries = list((options.cache_dir / COMPILED_SUBDIR).iterdir())
+    assert [e.name for e in entries if e.name.startswith(".")] == []  # no staging left behind
+    assert len(entries) == 1 and (entries[0] / "model.so").read_bytes() == first.path.read_bytes()
+
+
+def test_changed_weights_miss_the_cache_and_compile_their_own_library(untuned, tmp_path):
+    """Pruning keeps graphs alike but changes weights: a stale library would compute the old
+    model, so the weights are part of the key, not just the graph."""
+    backend = get_backend("tvm")
+    tiny_net, first, options = untuned
+    changed = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        changed.fc.bias += 1.0
+    art = backend.compile(changed, torch.rand(1, 1, 32, 32), tmp_path / "changed", options)
+    assert art.meta["compile_cache"] == "miss"
+    _assert_matches(backend, art, changed)
+    assert len(list((options.cache_dir / COMPILED_SUBDIR).glob("[!.]*"))) >= 2
+
+
+def test_failed_compile_leaves_no_cache_entry(example, tmp_path):
+    options = _options(tmp_path)
+    with pytest.raises(CompileError):
+        get_backend("tvm").compile(_KthValue(), example, tmp_path / "x", options)
+    assert list((options.cache_dir / COMPILED_SUBDIR).glob("*")) == []
 
 
 def test_batched_artifact_runs_its_batch_size(tiny_net, tmp_path):
@@ -70,7 +110,7 @@ def test_batched_artifact_runs_its_batch_size(tiny_net, tmp_path):
 
 def test_measure_labels_source_threads_and_energy(untuned):
     backend = get_backend("tvm")
-    _, artifact = untuned
+    _, artifact, _ = untuned
     affinity = os.sched_getaffinity(0)
     m = backend.measure(artifact, MeasureSettings(warmup=2, repeats=5, min_repeat_ms=1, threads=1))
     assert m.latency.source == "measured:tvm-local" and m.latency.repeats == 5
@@ -106,19 +146,27 @@ def test_op_without_tvm_converter_raises_compile_error_naming_it(example, tmp_pa
 
 
 @pytest.mark.slow
-def test_tuning_fills_a_database_that_a_rerun_reuses(tiny_net, example, tmp_path):
+def test_tuning_fills_a_database_that_a_variant_with_the_same_shapes_reuses(tiny_net, example,
+                                                                           tmp_path):
+    """Other weights, same layer shapes (a fine-tuned or re-pruned model): the compiled-library
+    cache misses, but every kernel is covered by the tuning ledger, so nothing is measured."""
     backend = get_backend("tvm")
     options = _options(tmp_path, trials=20)
     first = backend.compile(tiny_net, example, tmp_path / "first", options)
     assert first.meta["tuned"] is True and first.meta["new_trials"] > 0
+    assert "note" not in first.meta or first.meta["note"].startswith("partly tuned")
     db = tuning_db_dir(options.cache_dir, json.loads(first.meta["tvm_target"]))
     assert db.parent.name == TUNING_SUBDIR and (db / "database_tuning_record.json").stat().st_size
     _assert_matches(backend, first, tiny_net)
 
-    again = backend.compile(tiny_net, example, tmp_path / "again", options)
+    torch.manual_seed(1)
+    variant = build_demo_net(width=8).eval()
+    again = backend.compile(variant, example, tmp_path / "again", options)
+    assert again.meta["compile_cache"] == "miss"
     assert again.meta["tuned"] is True and again.meta["new_trials"] == 0
     assert again.meta["tuning_seconds"] < 0.25 * first.meta["tuning_seconds"]
     assert again.meta["database"] == first.meta["database"]
+    _assert_matches(backend, again, variant)
 
 
 @pytest.mark.slow

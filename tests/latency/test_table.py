@@ -1,8 +1,9 @@
-"""Latency lookup tables: built for real on a tiny model with ONNX Runtime, plus the pure curve rules.
+"""Latency lookup tables built for real on a tiny model with ONNX Runtime (and with a custom,
+noise-free measure), saved, read back and used for prediction.
 
 Latencies on a shared CI CPU are noisy, so tests on measured numbers check structure (round
 trip, grid points, monotonicity, resume counts) and the base within a wide tolerance; the
-numerical rules (staircases, period, interpolation, fit) are tested on synthetic curves.
+numerical rules are tested on synthetic curves in ``test_curves.py``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from edgeprune.cli import app
-from edgeprune.latency.table import (Profile, ProfileConfig, build_profile, load_profile, profile_filename, profile_to_file,
-                           side_file)
-from edgeprune.latency.curves import (Step, candidate_periods, cheap_counts, effective_count, find_steps,
-                                  infer_period, interpolate, isotonic_increasing, residual_noise)
-from edgeprune.latency.measure import PROFILE_SETTINGS, CompiledMeter, MeasurementCache
-from edgeprune.latency.costmodel import FEATURES, LayerTerm, features, fit_cost_model
+from edgeprune.errors import ConfigError
+from edgeprune.latency.build import build_profile, profile_to_file
+from edgeprune.latency.curves import interpolate
+from edgeprune.latency.measure import PROFILE_SETTINGS, CompiledMeter, Describable, MeasurementCache
+from edgeprune.latency.plans import ProfileConfig
+from edgeprune.latency.table import Profile, load_profile, profile_filename, side_file
 from edgeprune.models.demo_net import build_demo_net
 from edgeprune.profilers.stats import LatencyStats
 from edgeprune.targets import get_target
@@ -69,7 +68,8 @@ def built(tmp_path_factory) -> tuple[Profile, Path, CountingMeter]:
 
 
 def test_profile_json_round_trips_and_carries_provenance(built) -> None:
-    profile, out, _ = built
+    profile, out, meter = built
+    assert isinstance(meter, Describable)  # so its description below is the provenance's device
     loaded = load_profile(out)
     assert loaded.to_json() == profile.to_json()
     assert loaded.predict({}) == pytest.approx(profile.predict({}))
@@ -82,6 +82,22 @@ def test_profile_json_round_trips_and_carries_provenance(built) -> None:
     assert prov["grid"] == {**prov["grid"], "points": 3, "channel_multiple": 4}
     assert loaded.source == f"estimate:profile:host/{out.name}"
     assert loaded.estimate({}).source == loaded.source
+    lines = out.read_text().splitlines()
+    assert any(line.strip().startswith('"coefficients": [') and line.rstrip(",").endswith("]") for line in lines)
+
+
+def test_a_profile_from_another_version_or_malformed_is_refused(built, tmp_path) -> None:
+    profile, out, _ = built
+    data = json.loads(out.read_text())
+    for broken, message in (({**data, "version": 2}, "version"), ({**data, "groups": {"g": {}}}, "malformed")):
+        path = tmp_path / "broken.json"
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match=message):
+            load_profile(path)
+    with pytest.raises(ConfigError, match="cannot read profile"):
+        load_profile(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="no group"):
+        profile.predict({"no-such-group": 1})
 
 
 def test_interpolation_returns_measured_values_at_grid_points(built) -> None:
@@ -130,58 +146,6 @@ def test_cheap_counts_of_the_built_profile(built) -> None:
         assert cheap[-1] == curve.channels and list(cheap) == sorted(set(cheap))
 
 
-def test_step_detection_finds_an_injected_step() -> None:
-    rng = np.random.default_rng(1)
-    counts = list(range(4, 132, 4))
-    noise = 0.01
-    clean = [1.0 + 0.02 * c + rng.normal(0, noise) for c in counts]
-    stepped = [v + (0.15 if c > 48 else 0.0) for v, c in zip(clean, counts)]
-    assert find_steps(counts, clean, noise) == []
-    steps = find_steps(counts, stepped, noise)
-    assert [(s.lo, s.hi) for s in steps] == [(48, 52)]
-    assert steps[0].jump_ms == pytest.approx(0.15, abs=5 * noise)
-    assert 48 in cheap_counts(steps, 128)
-
-
-def test_staircase_period_and_effective_counts() -> None:
-    rng = np.random.default_rng(2)
-    counts = list(range(96, 128, 4))
-    stairs = [0.5 + 0.01 * effective_count(c, 128, 16) + rng.normal(0, 0.004) for c in counts]
-    linear = [0.5 + 0.01 * c + rng.normal(0, 0.004) for c in counts]
-    periods = candidate_periods(4, 32)
-    assert periods == (4, 8, 16, 32)
-    assert infer_period([(counts, stairs, 128)], periods) == 16
-    assert infer_period([(counts, linear, 128)], periods) == 4
-    assert effective_count(20, 24, 16) == 24 and effective_count(12, 24, 16) == 12  # below a period: as is
-    assert cheap_counts([Step(40, 44, 1.0)], 64, 16) == (16, 32, 40, 48, 64)
-
-
-def test_isotonic_smoothing() -> None:
-    assert isotonic_increasing([1.0, 3.0, 2.0, 4.0]) == [1.0, 2.5, 2.5, 4.0]
-    assert isotonic_increasing([1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 3.0, 1.0]) == [1.0, 2.25, 2.25, 4.0]
-
-
-def test_cost_model_fit_recovers_known_coefficients() -> None:
-    """Two groups meeting in a layer: the product a*b is in the features, so the fit recovers the
-    device's costs from random (fractions, ratio) points."""
-    terms = (LayerTerm("conv1", None, "g", False, 1000, 100, 300, 400),
-             LayerTerm("dw", None, "g", True, 50, 10, 400, 400),
-             LayerTerm("conv2", "g", "h", False, 4000, 800, 400, 200),
-             LayerTerm("fc", "h", None, False, 20, 20, 50, 10))
-    truth = np.array([0.5, 0.2, 0.1, 0.15, 0.05])
-    rng = np.random.default_rng(4)
-    samples = []
-    for _ in range(30):
-        fractions = {"g": float(rng.uniform(0.2, 1)), "h": float(rng.uniform(0.2, 1))}
-        samples.append((fractions, float(features(terms, fractions) @ truth)))
-    model = fit_cost_model(terms, samples)
-    assert np.allclose(model.coefficients, truth, atol=1e-6)
-    assert model.ratio(terms, {}) == pytest.approx(1.0)
-    half = {"g": 0.5, "h": 0.5}
-    assert model.ratio(terms, half) == pytest.approx(float(features(terms, half) @ truth))
-    assert len(FEATURES) == len(truth)
-
-
 def test_resume_after_interruption_reuses_cached_measurements(tmp_path) -> None:
     target = get_target("host")
     example = torch.rand(EXAMPLE_SHAPE)
@@ -207,23 +171,27 @@ def test_resume_after_interruption_reuses_cached_measurements(tmp_path) -> None:
     assert restarted.blocks == {}  # a different fingerprint never mixes in old numbers
 
 
-def test_cli_profile_writes_the_table(tmp_path) -> None:
-    out = tmp_path / "tiny.json"
-    args = ["profile", "--model", "tests.nets:tiny_demo", "--input-shape", "1x1x32x32", "--grid", "2",
-            "--calibration", "0", "--rounds", "1", "--threads", "1", "--out", str(out)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "estimate:profile:" in result.output and out.is_file()
-    assert load_profile(out).input_shape == EXAMPLE_SHAPE
-    bad = CliRunner().invoke(app, ["profile", "--model", "tests.nets:tiny_demo", "--input-shape", "1x1x32",
-                                   "--out", str(out)])
-    assert bad.exit_code == 2 and "input shape" in bad.output
+def weight_latency(model: torch.nn.Module) -> LatencyStats:
+    """A custom, noise-free measure: 0.05 ms plus 1 us per conv/linear weight (a memory-bound
+    device). Plain function, no ``describe``: the provenance must not invent a device for it."""
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    ms = 0.05 + 1e-3 * weights / 1000
+    return LatencyStats(ms, ms, ms, 0.0, ms, ms, 1, 0, "estimate:weights")
 
 
-def test_residual_noise_recovers_the_noise_of_a_curve() -> None:
-    rng = np.random.default_rng(3)
-    curves = []
-    for _ in range(20):
-        counts = list(range(8, 72, 8))
-        curves.append((counts, [0.02 * c + rng.normal(0, 0.05) for c in counts]))
-    assert residual_noise(curves) == pytest.approx(0.05, rel=0.25)
+def test_custom_measure_without_describe_builds_an_exact_table() -> None:
+    """Weights scale with the product of the two groups a layer joins, which the cost model's
+    ``params`` feature carries exactly: the fit must reproduce the whole models it never saw as
+    single-group points, and no staircase may be found in a linear curve."""
+    assert not isinstance(weight_latency, Describable)
+    target = get_target("host")
+    config = dataclasses.replace(CONFIG, calibration=4, rounds=1)
+    profile = build_profile(tiny(), torch.rand(EXAMPLE_SHAPE), target, "onnxruntime", model_name="tiny",
+                            measure=weight_latency, config=config)
+    assert profile.provenance["device"] == "unknown (custom measure)"
+    assert profile.provenance["measure"]["settings"] == dataclasses.asdict(PROFILE_SETTINGS)
+    assert profile.base_ms == pytest.approx(weight_latency(tiny()).min)
+    assert profile.period == target.channel_multiple
+    assert len(profile.fit.whole_counts) == 4 and profile.fit.whole_max_abs_rel_error < 0.01
+    for counts, measured in zip(profile.fit.whole_counts, profile.fit.whole_measured_ms):
+        assert profile.predict(counts) == pytest.approx(measured, rel=0.01)

@@ -26,7 +26,8 @@ from edgeprune.artifact import Artifact
 from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.profilers.base_settings import MeasureSettings
 from edgeprune.profilers.ssh import SshRunner
-from edgeprune.targets import PowerMeasurement, Reach, parse_device
+from edgeprune.devices import Reach, parse_device
+from edgeprune.targets import PowerMeasurement
 
 SSHD = Path("/usr/sbin/sshd")
 SETTINGS = MeasureSettings(warmup=2, repeats=7, min_repeat_ms=2.0)

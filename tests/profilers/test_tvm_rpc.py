@@ -33,7 +33,7 @@ from edgeprune.artifact import Artifact  # noqa: E402
 from edgeprune.errors import ConfigError, DeviceError  # noqa: E402
 from edgeprune.profilers.base_settings import MeasureSettings  # noqa: E402
 from edgeprune.profilers.tvm_rpc import RetryPolicy, TvmRpcProfiler  # noqa: E402
-from edgeprune.targets import Reach, parse_device  # noqa: E402
+from edgeprune.devices import Reach, parse_device  # noqa: E402
 from tests.services import _free_port, _kill, _start, _wait_port, _wait_registered  # noqa: E402
 
 SETTINGS = MeasureSettings(warmup=2, repeats=5, min_repeat_ms=1.0)

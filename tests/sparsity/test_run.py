@@ -7,7 +7,7 @@ import json
 import pytest
 
 from edgeprune.errors import ConfigError
-from edgeprune.report.publish import sha256
+from edgeprune.io import sha256
 from edgeprune.sparsity.run import SparsifyConfig, bisect, round_targets
 from tests.test_cli import assert_clean_error, run_cli
 from tests.test_regularizers import image_folder
