@@ -7,7 +7,7 @@ inside each backend's methods only, so listing backends costs nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
@@ -19,6 +19,20 @@ from edgeprune.profilers.base import MeasureSettings, Measurement
 
 Session = Callable[[np.ndarray], np.ndarray]
 """A loaded artifact: float32 NCHW batch in, logits out (numpy)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a quantizing backend calibrates activation ranges on: input batches at the compiled
+    batch size (drawn from the training data) and the method (``minmax``, ``entropy``,
+    ``percentile``). Empty for float precisions."""
+
+    batches: tuple[np.ndarray, ...] = ()
+    method: str = "minmax"
+
+    @property
+    def samples(self) -> int:
+        return sum(len(b) for b in self.batches)
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,8 @@ class CompileOptions:
     tune_trials: int = 0
     threads: int | None = None
     precision: str = "fp32"  # what the artifact computes in; backends refuse what they cannot build
+    layer_precisions: dict[str, str] = field(default_factory=dict)  # per-layer overrides (accuracy fallback)
+    calibration: Calibration = field(default_factory=Calibration)
 
 
 class Backend(Protocol):
@@ -69,3 +85,10 @@ class OptionsCheck(Protocol):
     foreign target, say) reports a missing one before any long work starts."""
 
     def unavailable_reason_for(self, options: CompileOptions) -> str | None: ...
+
+
+@runtime_checkable
+class PrecisionAware(Protocol):
+    """A backend that builds more than fp32 lists what it builds; one that does not, builds fp32 only."""
+
+    precisions: tuple[str, ...]

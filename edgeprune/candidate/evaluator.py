@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from edgeprune.artifact import Artifact
 from edgeprune.backends import CompileOptions, get_backend
-from edgeprune.backends.base import ForeignArtifacts, OptionsCheck
+from edgeprune.backends.base import Calibration, ForeignArtifacts, OptionsCheck
 from edgeprune.candidate.candidate import Candidate, Evaluated
 from edgeprune.candidate.paired import Paired, measure_paired
 from edgeprune.candidate.validate import ValidationResult, not_validated, validate_artifact
@@ -49,10 +49,12 @@ class Evaluator:
     compile_config: CompileConfig
     settings: MeasureSettings
     profilers: dict[str, Profiler] = field(default_factory=dict)
+    calibration: Calibration = field(default_factory=Calibration)
 
-    def options(self, precision: str) -> CompileOptions:
+    def options(self, precision: str, layers: dict[str, str] | None = None) -> CompileOptions:
         return CompileOptions(self.target.name, dict(self.target.compiler_target), self.cache_dir,
-                              self.compile_config.tune_trials, self.compile_config.threads, precision)
+                              self.compile_config.tune_trials, self.compile_config.threads, precision,
+                              dict(layers or {}), self.calibration)
 
     def check(self, runtime: str, precision: str) -> None:
         """Fail before any long work when the runtime's toolchain (for these options) is missing."""
@@ -65,8 +67,9 @@ class Evaluator:
 
     def compile(self, candidate: Candidate, runtime: str) -> Artifact:
         backend = get_backend(runtime)
-        return backend.compile(candidate.model.eval(), candidate.example, self.work_dir / candidate.tag / runtime,
-                               self.options(candidate.precision))
+        folder = self.work_dir / candidate.tag / f"{runtime}-{candidate.precision}"
+        layers = dict(candidate.plan.precision.get("layers", {}))
+        return backend.compile(candidate.model.eval(), candidate.example, folder, self.options(candidate.precision, layers))
 
     def measure(self, artifact: Artifact, candidate: Candidate, settings: MeasureSettings | None = None) -> Measurement:
         """Time the artifact on the device, or estimate it (labelled) where no device can run it."""

@@ -77,8 +77,9 @@ def measure_paired(measure: MeasureFn, candidate: Artifact, reference: Artifact,
     cand: list[Measurement] = []
     ref: list[Measurement] = []
     while True:
-        for i in range(rounds - len(cand)):
-            order = ((reference, ref), (candidate, cand)) if (len(cand) + i) % 2 == 0 else ((candidate, cand), (reference, ref))
+        while len(cand) < rounds:
+            first_ref = len(cand) % 2 == 0  # flip the order every round: neither side always goes first
+            order = ((reference, ref), (candidate, cand)) if first_ref else ((candidate, cand), (reference, ref))
             for artifact, sink in order:
                 sink.append(measure(artifact))
         paired = Paired(tuple(m.latency.median for m in cand), tuple(m.latency.median for m in ref),

@@ -16,7 +16,7 @@ from edgeprune.search.strategies import strategies
 
 def _deploy_config(inputs: ModelDataOptions, target: str, latency_budget: str, criterion: str, strategy: str,
                    regularizer: Optional[str], search: tuple[float, int], finetune: tuple[float, float, bool, bool],
-                   compile_: tuple[Optional[str], int, Optional[int], str],
+                   compile_: tuple[Optional[str], int, Optional[int]], precision,
                    device: tuple[Optional[str], Optional[Path], Optional[Path]], run: tuple[Path, bool, int]):
     """Assemble the composed config; every part validates itself (ConfigError, exit 2)."""
     from edgeprune.candidate.evaluator import CompileConfig
@@ -24,7 +24,7 @@ def _deploy_config(inputs: ModelDataOptions, target: str, latency_budget: str, c
     from edgeprune.devices import DeviceOptions
     from edgeprune.search.config import Budget, SearchConfig
 
-    runtime, tune_trials, threads, precision = compile_
+    runtime, tune_trials, threads = compile_
     return DeployConfig(
         target=target, model=inputs.model, data=inputs.data, budget=Budget.parse(latency_budget),
         search=SearchConfig(criterion=criterion, strategy=strategy, step_epochs=search[0], max_steps=search[1],
@@ -62,7 +62,13 @@ def deploy(
         None, callback=_check_runtime,
         help=f"{choices(runtime_names())} (default: the target's runtime; on this machine every runtime it lists, "
              "and the faster measured ships)."),
-    precision: str = typer.Option("fp32", help="Precision of the shipped artifact; one the target lists."),
+    precision: str = typer.Option("fp32", help="Precision of the shipped artifact: one the target lists "
+                                                 "(`edgeprune targets`), or auto (the fastest within --max-accuracy-drop)."),
+    max_accuracy_drop: Optional[float] = typer.Option(
+        None, help="Largest top-1 loss a quantized artifact may cost (0.01 = 1 pt); int8 keeps the most sensitive "
+                   "layers in fp32 until it fits. auto defaults to 0.01."),
+    calibration_samples: int = typer.Option(256, help="Training inputs integer precisions calibrate on."),
+    calibration: str = typer.Option("minmax", help="Calibration method: minmax | entropy | percentile."),
     tune_trials: int = typer.Option(64, help="Auto-tuning trial budget per model, for runtimes that tune (0 = untuned)."),
     threads: Threads = None,
     device: Optional[str] = typer.Option(None, help=f"Measure on a board: {device_forms()}."),
@@ -75,10 +81,12 @@ def deploy(
     """Prune + fine-tune until the compiled model meets the latency budget; write artifact + report."""
     from edgeprune.criteria import criteria, load_builtin
     from edgeprune.deploy import deploy as run_deploy
+    from edgeprune.deploy.precision import PrecisionConfig
     from edgeprune.progress import RichProgress
 
     cfg = _deploy_config(inputs, target, latency_budget, criterion, strategy, regularizer, (step_epochs, max_steps),
-                         (epochs, lr, distill, from_scratch), (runtime, tune_trials, threads, precision),
+                         (epochs, lr, distill, from_scratch), (runtime, tune_trials, threads),
+                         PrecisionConfig(precision, max_accuracy_drop, calibration_samples, calibration),
                          (device, ssh_known_hosts, ssh_identity), (out, resume, seed))
     load_builtin()
     criteria.get(criterion)  # unknown criterion: fail before any work
@@ -86,6 +94,6 @@ def deploy(
         manifest = run_deploy(cfg, progress)
     b, r, budget = manifest["baseline"], manifest["result"], manifest["budget"]
     kind = "ESTIMATED (no board)" if budget["verdict"] == "estimated" else "measured"
-    print(f"{manifest['runtime']}: {b['latency_ms']['median']:.3f} ms -> {r['latency_ms']['median']:.3f} ms {kind} "
+    print(f"{manifest['runtime']} {manifest['precision']['default']}: {b['latency_ms']['median']:.3f} ms -> {r['latency_ms']['median']:.3f} ms {kind} "
           f"({manifest['speedup']:.2f}x; budget {budget['latency_ms']:.3f} ms {'met' if budget['met'] else 'NOT met'}), "
           f"top-1 {b['accuracy']:.4f} -> {r['accuracy']:.4f}; wrote {out}/manifest.json")

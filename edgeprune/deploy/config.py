@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.candidate.evaluator import CompileConfig
+from edgeprune.deploy.precision import PrecisionConfig
 from edgeprune.devices import DeviceOptions
 from edgeprune.errors import ConfigError
 from edgeprune.models.loading import DataOptions, ModelOptions
@@ -66,7 +67,7 @@ class DeployConfig:
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     compile: CompileConfig = field(default_factory=CompileConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    precision: str = "fp32"
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def fingerprint_parts(self) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -21,13 +20,15 @@ from edgeprune.candidate.evaluator import Evaluator
 from edgeprune.candidate.paired import Paired
 from edgeprune.data import make_loader
 from edgeprune.deploy.config import DeployConfig
+from edgeprune.deploy.precision import builds, calibration_for
 from edgeprune.deploy.runtimes import choose_runtimes
+from edgeprune.deploy.stages import Setup, baseline_stage, evaluate_all
 from edgeprune.devices import profiler_for, resolve_reach
 from edgeprune.errors import ConfigError
 from edgeprune.graph import count_macs
 from edgeprune.io import default_cache_dir, fingerprint
 from edgeprune.models.loading import Loaded, load_inputs
-from edgeprune.plan import PruningPlan
+from edgeprune.plan import FP32, PruningPlan
 from edgeprune.profilers.base import MeasureSettings
 from edgeprune.profilers.eager import measure_eager
 from edgeprune.progress import ProgressSink, null_progress
@@ -35,7 +36,7 @@ from edgeprune.report.manifest import DeployRecord, build_manifest, write_deploy
 from edgeprune.search.checkpoint import Checkpoint, Resumed
 from edgeprune.search.loop import Reference, SearchInputs, initial_plan, run_search
 from edgeprune.search.trace import SearchTrace
-from edgeprune.targets import TargetSpec, get_target
+from edgeprune.targets import get_target
 from edgeprune.training.finetune import TrainConfig, train
 from edgeprune.training.regularizers import regularized
 from edgeprune.training.scratch import fine_tune_epochs, scratch_comparison
@@ -60,27 +61,17 @@ class StageClock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-@dataclass(frozen=True)
-class Setup:
-    """What every stage after loading needs: the target, the runtimes, the evaluator."""
-
-    target: TargetSpec
-    runtimes: list[str]
-    evaluator: Evaluator
-    cache_dir: Path
-    settings: MeasureSettings
-    estimated: bool  # no board: every figure is an estimate
-
-
 def _setup(cfg: DeployConfig, progress: ProgressSink) -> Setup:
     """Resolve target, device, runtimes and precision; fail on any of them before long work."""
     from edgeprune.report.publish import ensure_writable
 
     target = get_target(cfg.target)
-    if cfg.precision not in target.precisions:
-        raise ConfigError(f"target {target.name} has no precision {cfg.precision!r}; it has {', '.join(target.precisions)}")
+    precisions = cfg.precision.candidates(list(target.precisions))
     reach = resolve_reach(target, cfg.device.device, offline_ok=True)
-    runtimes = choose_runtimes(target, reach, cfg.device.runtime)
+    runtimes = [rt for rt in choose_runtimes(target, reach, cfg.device.runtime) if any(builds(rt, p) for p in precisions)]
+    if not runtimes:
+        raise ConfigError(f"no runtime of target {target.name} builds {' or '.join(precisions)} here; "
+                          f"runtimes: {', '.join(choose_runtimes(target, reach, cfg.device.runtime))}")
     ensure_writable(cfg.run.out)
     if not cfg.run.resume and (cfg.run.out / STATE_DIR / "state.json").is_file():
         raise ConfigError(f"{cfg.run.out} holds an unfinished search; rerun with --resume to continue it, "
@@ -92,21 +83,8 @@ def _setup(cfg: DeployConfig, progress: ProgressSink) -> Setup:
     profilers = {rt: profiler_for(reach, rt, target, cfg.device.options) for rt in runtimes}
     evaluator = Evaluator(target, cfg.run.out / WORK_DIR, cache_dir, cfg.compile, settings, profilers)
     for rt in runtimes:
-        evaluator.check(rt, cfg.precision)
-    return Setup(target, runtimes, evaluator, cache_dir, settings, reach.mode == "none")
-
-
-def _evaluate_all(setup: Setup, candidate: Candidate, loaded: Loaded, progress: ProgressSink) -> dict[str, Evaluated]:
-    out = {}
-    for runtime in setup.runtimes:
-        done = setup.evaluator.evaluate(candidate, runtime, loaded.data.val)
-        note = done.artifact.meta.get("note")
-        err = done.validation.max_abs_error
-        checked = f"max |err| {err:.1e}" if err is not None else "artifact NOT run here: PyTorch accuracy"
-        progress.log(f"  {candidate.tag} {runtime}: {done.measurement.latency.short()}, top-1 "
-                     f"{done.validation.accuracy:.4f} ({checked})" + (f"; {note}" if note else ""))
-        out[runtime] = done
-    return out
+        evaluator.check(rt, next(p for p in precisions if builds(rt, p)))
+    return Setup(target, runtimes, precisions, evaluator, cache_dir, settings, reach.mode == "none")
 
 
 def _search_inputs(cfg: DeployConfig, loaded: Loaded) -> SearchInputs:
@@ -118,8 +96,8 @@ def _search_inputs(cfg: DeployConfig, loaded: Loaded) -> SearchInputs:
                         make_loader(loaded.data.val, 256, shuffle=False), recovery, teacher)
 
 
-def _start(cfg: DeployConfig, inputs: SearchInputs, before: dict[str, Evaluated], resumed: Resumed | None,
-           progress: ProgressSink) -> tuple[PruningPlan, torch.nn.Module, SearchTrace]:
+def _start(cfg: DeployConfig, inputs: SearchInputs, before: dict[str, Evaluated], baseline: Candidate,
+           resumed: Resumed | None, progress: ProgressSink) -> tuple[PruningPlan, torch.nn.Module, SearchTrace]:
     """A fresh start resolves the budget against the fastest baseline; a resumed one keeps the
     baseline figure it was resolved against (a relative budget must not move on --resume)."""
     if resumed is not None:
@@ -129,8 +107,7 @@ def _start(cfg: DeployConfig, inputs: SearchInputs, before: dict[str, Evaluated]
     runtime = min(before, key=lambda rt: before[rt].median_ms)
     baseline_ms = before[runtime].median_ms
     trace = SearchTrace(runtime, baseline_ms, cfg.budget.resolve(baseline_ms))
-    plan = initial_plan(inputs, cfg.search.criterion, {"default": cfg.precision, "layers": {}})
-    return plan, inputs.original, trace
+    return baseline.plan, inputs.original, trace
 
 
 def _final_tune(cfg: DeployConfig, inputs: SearchInputs, state: tuple[PruningPlan, torch.nn.Module, SearchTrace],
@@ -159,7 +136,7 @@ def _search_and_tune(cfg: DeployConfig, setup: Setup, inputs: SearchInputs, befo
                      baseline: Candidate, clock: StageClock, progress: ProgressSink) -> tuple[PruningPlan, torch.nn.Module, SearchTrace]:
     checkpoint = Checkpoint(cfg.run.out / STATE_DIR, fingerprint(cfg.fingerprint_parts()))
     resumed = checkpoint.load(inputs.original, inputs.example) if cfg.run.resume else None
-    state = _start(cfg, inputs, before, resumed, progress)
+    state = _start(cfg, inputs, before, baseline, resumed, progress)
     trace = state[2]
     progress.log(f"budget {cfg.budget.describe()} = {trace.budget_ms:.3f} ms on {trace.runtime}"
                  + (" (ESTIMATED: no board)" if setup.estimated else ""))
@@ -182,15 +159,17 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     with clock.stage("load", progress):
         loaded = load_inputs(cfg.model, cfg.data, setup.cache_dir, progress)
     inputs = _search_inputs(cfg, loaded)
-    baseline = Candidate(loaded.model, initial_plan(inputs, cfg.search.criterion, {"default": cfg.precision, "layers": {}}),
-                         loaded.example, "baseline")
+    setup = replace(setup, evaluator=replace(setup.evaluator,
+                                             calibration=calibration_for(cfg.precision, loaded, setup.precisions)))
     with clock.stage("baseline: compile + validate + measure", progress):
-        before = _evaluate_all(setup, baseline, loaded, progress)
+        baseline, before, choice = baseline_stage(cfg, setup, loaded, initial_plan(inputs, cfg.search.criterion, FP32),
+                                                  progress)
+        setup = replace(setup, runtimes=list(before))
         eager_before = measure_eager(loaded.model, loaded.example, setup.settings)
     plan, pruned, trace = _search_and_tune(cfg, setup, inputs, before, baseline, clock, progress)
     result = Candidate(pruned, _finish_plan(plan, cfg.model.model, loaded, pruned), loaded.example, "result")
     with clock.stage("result: compile + validate + measure", progress):
-        after = _evaluate_all(setup, result, loaded, progress)
+        after = evaluate_all(setup, result, loaded, progress)
         paired = _pair_results(setup, after, result, before, baseline, cfg.search.rounds)
         eager_after = measure_eager(pruned, loaded.example, setup.settings)
     scratch = None
@@ -201,7 +180,7 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
                                          cfg.run.seed, inputs.recovery, progress)
     with clock.stage("report", progress):
         record = DeployRecord(cfg, setup.target, loaded, baseline, result, before, after, paired,
-                              (eager_before, eager_after), trace, dict(clock.seconds), scratch)
+                              (eager_before, eager_after), trace, dict(clock.seconds), scratch, choice)
         manifest = build_manifest(record)
         write_deploy_outputs(cfg.run.out, record, manifest)
         shutil.rmtree(cfg.run.out / WORK_DIR, ignore_errors=True)

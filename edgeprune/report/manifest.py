@@ -41,6 +41,7 @@ class DeployRecord:
     trace: SearchTrace
     timing_s: dict[str, float]
     scratch: dict | None = None
+    precision_choice: dict | None = None  # how the shipping precision was settled (fallback, auto table)
 
     def shipped(self) -> str:
         """The fastest runtime whose result meets the budget; if none does, the fastest.
@@ -97,7 +98,8 @@ def build_manifest(rec: DeployRecord) -> dict[str, Any]:
         "manifest_version": MANIFEST_VERSION,
         "target": rec.target.name,
         "runtime": shipped,
-        "precision": rec.result.plan.precision,
+        "precision": {**rec.result.plan.precision, "choice": rec.precision_choice,
+                      "quantizer": after.artifact.meta.get("quantizer")},
         "artifact": f"artifact/{after.artifact.path.name}",
         "model": rec.cfg.model.model,
         "input": {"shape": list(example.shape), "dtype": after.artifact.input_dtype, "layout": "NCHW"},

@@ -374,4 +374,4 @@ def _row(label: str, stats: dict, zeros: float) -> str:
     return f"| {label} | {stats['median']:.3f} ms | {stats['p90']:.3f} ms | {zeros:.1%} | `{stats['source']}` |"
 
 
-__all__ = ["METHODS", "SparsifyConfig", "bisect", "round_targets", "sparsify", "render_sparsify_markdown"]
+__all__ = ["METHOD_RUNNERS", "SparsifyConfig", "bisect", "round_targets", "sparsify", "render_sparsify_markdown"]
