@@ -5,9 +5,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgeprune-installed
 DEMO_OUT ?= edgeprune-out
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup system-deps demo test test-fast bench clean
 
-setup: $(STAMP)
+# Debian packages the board targets need without a board (aarch64 cross compiler, qemu-user) and
+# the tests' loopback sshd. Installed when run as root; otherwise the command is printed.
+SYSTEM_PACKAGES := g++-aarch64-linux-gnu gcc-aarch64-linux-gnu qemu-user openssh-server openssh-client
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	  || echo "warning: could not install $$missing (board targets without a board need them)"; \
+	else echo "note: board targets without a board need: sudo apt-get install $$missing"; fi
 
 # torch/torchvision are pinned to the releases on this machine's disk (pip, not uv/poetry).
 $(STAMP): pyproject.toml

@@ -27,10 +27,13 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     grayscale: bool = False
+    rgb: bool = False  # single-channel data (digits) fed as 3 identical channels, for RGB models
 
     def __post_init__(self) -> None:
         if (self.mean is None) != (self.std is None):
             raise ConfigError("--mean and --std go together")
+        if self.rgb and self.grayscale:
+            raise ConfigError("--rgb and --grayscale contradict each other")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ConfigError("--std values must be > 0")
 
@@ -69,12 +72,14 @@ def load_digits_data(prep: Preprocessing) -> DataBundle:
     x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     size = prep.resize or (32, 32)
     x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    if prep.rgb:
+        x = x.expand(-1, 3, -1, -1).contiguous()
     if prep.mean is not None:
         x = (x - torch.tensor(prep.mean).view(-1, 1, 1)) / torch.tensor(prep.std).view(-1, 1, 1)
     y = torch.tensor(digits.target, dtype=torch.long)
     full = TensorDataset(x, y)
     train_idx, val_idx = _split_indices(len(full))
-    recorded = Preprocessing(resize=size, mean=prep.mean, std=prep.std, grayscale=True)
+    recorded = Preprocessing(resize=size, mean=prep.mean, std=prep.std, grayscale=not prep.rgb, rgb=prep.rgb)
     return DataBundle("digits", Subset(full, train_idx), Subset(full, val_idx), 10,
                       tuple(x.shape[1:]), recorded)
 

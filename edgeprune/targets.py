@@ -83,15 +83,22 @@ class PowerMeasurement(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    method: Literal["none", "rapl", "tegrastats", "pynq-rails"] = "none"
+    method: str = "none"  # a registered power method (edgeprune.profilers.energy.power_methods)
     rail: str | None = None
     note: str = ""
 
     @model_validator(mode="after")
     def _rail(self) -> "PowerMeasurement":
-        if self.method in ("tegrastats", "pynq-rails") and not self.rail:
+        from edgeprune.errors import UnknownNameError
+        from edgeprune.profilers.energy import power_methods
+
+        try:
+            method = power_methods.get(self.method)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+        if method.needs_rail and not self.rail:
             raise ValueError(f"power method {self.method!r} needs a rail name")
-        if self.method in ("none", "rapl") and self.rail:
+        if not method.needs_rail and self.rail:
             raise ValueError(f"power method {self.method!r} takes no rail")
         return self
 

@@ -157,3 +157,11 @@ def test_every_model_command_takes_the_same_model_and_data_options(command):
     """One definition: --input-shape, --val-data, --resize, --mean, --std everywhere a model is taken."""
     result = _invoke(*command, "--model", "demo", "--input-shape", "1x3x28", "--data", "digits")
     assert result.exit_code == 2 and "input shape '1x3x28'" in result.output, result.output
+
+
+def test_a_precision_the_target_lacks_names_those_it_has(tmp_path):
+    """Jetson Nano has no INT8 (Maxwell): the error lists the precisions its YAML declares."""
+    result = _invoke("deploy", "--target", "jetson-nano", "--precision", "int8", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "has no precision 'int8'; it has fp32, fp16" in result.output
+    assert not (tmp_path / "o" / "manifest.json").exists()

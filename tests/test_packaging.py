@@ -36,3 +36,13 @@ def test_installed_wheel_resolves_targets_without_the_checkout(wheel, tmp_path):
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "host"
+
+
+def test_import_edgeprune_stays_light():
+    """Heavy toolchains load inside their backend only: importing the package and its registries'
+    homes pulls in no torch, TVM, ONNX Runtime or TensorRT."""
+    code = ("import sys, edgeprune, edgeprune.devices, edgeprune.quantize, edgeprune.registry, edgeprune.errors; "
+            "heavy = [m for m in ('torch', 'tvm', 'onnxruntime', 'onnx', 'tensorrt') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

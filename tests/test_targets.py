@@ -72,7 +72,7 @@ def _base() -> dict:
         (lambda r: r["compute"]["peak_gflops"].update(fp16=10.0), "fp16 not in precisions"),
         (lambda r: r.update(kind="fpga"), "needs an 'fpga' section"),
         (lambda r: r.update(power_measurement={"method": "tegrastats"}), "needs a rail name"),
-        (lambda r: r.update(power_measurement={"method": "wattmeter"}), "power_measurement.method"),
+        (lambda r: r.update(power_measurement={"method": "wattmeter"}), "unknown power method 'wattmeter'; known: none"),
         (lambda r: r.update(precisions=["fp64"]), "unknown precision 'fp64'"),
         (lambda r: r["compute"].update(memory_bandwidth_gbs=-1), "compute.memory_bandwidth_gbs"),
     ],

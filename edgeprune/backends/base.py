@@ -92,3 +92,12 @@ class PrecisionAware(Protocol):
     """A backend that builds more than fp32 lists what it builds; one that does not, builds fp32 only."""
 
     precisions: tuple[str, ...]
+
+
+@runtime_checkable
+class ChannelRounding(Protocol):
+    """A backend whose fast kernels want channel counts in multiples (TensorRT's vectorised
+    formats: FP16 "channel % 8 == 0", INT8 32-wide) says so per target and precision; the search
+    rounds kept channel counts to the larger of this and the target YAML's ``channel_multiple``."""
+
+    def channel_multiple(self, compiler_target: dict, precision: str) -> int: ...

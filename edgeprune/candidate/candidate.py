@@ -52,6 +52,10 @@ class Evaluated:
         """True when the figure is an estimate (``estimate:...``), not a timing of the artifact."""
         return self.measurement.latency.source.startswith("estimate")
 
+    def energy_note_missing(self) -> bool:
+        """True when the device gave no energy figure (the note says why)."""
+        return self.measurement.energy is None
+
     @property
     def accuracy(self) -> float | None:
         return None if self.validation is None else self.validation.accuracy

@@ -37,6 +37,7 @@ _SHARED: dict[str, tuple[object, object]] = {  # name -> (annotation, default ty
     "mean": (Optional[str], typer.Option(None, help="Normalisation mean, comma-separated.")),
     "std": (Optional[str], typer.Option(None, help="Normalisation std, comma-separated.")),
     "grayscale": (bool, typer.Option(False, help="Convert imagefolder images to one channel.")),
+    "rgb": (bool, typer.Option(False, help="Feed single-channel data (digits) as 3 identical channels (RGB models).")),
 }
 
 
@@ -49,7 +50,7 @@ def parse_model_data(values: dict[str, object]) -> ModelDataOptions:
     prep = Preprocessing(resize=parse_size(values["resize"]),  # type: ignore[arg-type]
                          mean=parse_floats(values["mean"], "--mean"),  # type: ignore[arg-type]
                          std=parse_floats(values["std"], "--std"),  # type: ignore[arg-type]
-                         grayscale=bool(values["grayscale"]))
+                         grayscale=bool(values["grayscale"]), rgb=bool(values["rgb"]))
     return ModelDataOptions(model, DataOptions(str(values["data"]), values["val_data"], prep))  # type: ignore[arg-type]
 
 

@@ -20,7 +20,7 @@ from edgeprune.candidate.evaluator import Evaluator
 from edgeprune.candidate.paired import Paired
 from edgeprune.data import make_loader
 from edgeprune.deploy.config import DeployConfig
-from edgeprune.deploy.precision import builds, calibration_for
+from edgeprune.deploy.precision import builds, calibration_for, channel_multiple
 from edgeprune.deploy.runtimes import choose_runtimes
 from edgeprune.deploy.stages import Setup, baseline_stage, evaluate_all
 from edgeprune.devices import profiler_for, resolve_reach
@@ -101,6 +101,9 @@ def _start(cfg: DeployConfig, inputs: SearchInputs, before: dict[str, Evaluated]
     """A fresh start resolves the budget against the fastest baseline; a resumed one keeps the
     baseline figure it was resolved against (a relative budget must not move on --resume)."""
     if resumed is not None:
+        if resumed.trace.runtime not in before:
+            raise ConfigError(f"the saved search measured on {resumed.trace.runtime}, which this run does not build; "
+                              "resume with the same --runtime/--precision, or start over")
         progress.log(f"resuming after step {len(resumed.trace.steps) - 1}: baseline {resumed.trace.baseline_ms:.3f} ms "
                      f"on {resumed.trace.runtime} (kept from the first run)")
         return resumed.plan, resumed.model, resumed.trace
@@ -143,8 +146,9 @@ def _search_and_tune(cfg: DeployConfig, setup: Setup, inputs: SearchInputs, befo
     if resumed is None or resumed.phase != "final":
         with clock.stage("search: prune + fine-tune + measure", progress):
             ref = Reference(trace.runtime, before[trace.runtime].artifact, baseline)
-            outcome = run_search(inputs, cfg.search, ref, setup.evaluator, setup.target.channel_multiple,
-                                 checkpoint, state, progress)
+            multiple = channel_multiple(setup.target.channel_multiple, setup.target.compiler_target, trace.runtime,
+                                        baseline.precision)
+            outcome = run_search(inputs, cfg.search, ref, setup.evaluator, multiple, checkpoint, state, progress)
             state = (outcome.plan, outcome.model, outcome.trace)
         with clock.stage("final fine-tune", progress):
             _final_tune(cfg, inputs, state, checkpoint, progress)

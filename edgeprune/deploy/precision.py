@@ -65,8 +65,9 @@ def builds(runtime: str, precision: str) -> bool:
 
 
 def calibration_for(config: PrecisionConfig, loaded: Loaded, precisions: list[str]) -> Calibration:
-    """Training inputs at the compiled batch size; nothing when every precision is float."""
-    if all(p in FLOAT for p in precisions):
+    """Training inputs at the compiled batch size: integer precisions calibrate on them and fp16
+    checks its activation range on them; nothing when every precision is fp32-like."""
+    if all(p in FLOAT and p != "fp16" for p in precisions):
         return Calibration()
     batch = loaded.example.shape[0]
     n = min(config.calibration_samples, len(loaded.data.train))
@@ -131,3 +132,15 @@ def with_precision(candidate: Candidate, precision: str, layers: dict[str, str])
 
     plan = replace(candidate.plan, precision={"default": precision, "layers": dict(layers)})
     return replace(candidate, plan=plan)
+
+
+def channel_multiple(target_multiple: int, compiler_target: dict, runtime: str, precision: str) -> int:
+    """What the search rounds kept channel counts to: the target YAML's multiple, raised to what the
+    runtime's kernels want at this precision when the backend says (TensorRT's formats)."""
+    from math import lcm
+
+    from edgeprune.backends.base import ChannelRounding
+
+    backend = get_backend(runtime)
+    wanted = backend.channel_multiple(compiler_target, precision) if isinstance(backend, ChannelRounding) else 1
+    return lcm(target_multiple, wanted)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from edgeprune.errors import DeviceError
 from edgeprune.profilers.base import EnergyStats
+from edgeprune.registry import Registry
 
 _RAIL = re.compile(r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (\d+(?:\.\d+)?)(mW)?/(\d+(?:\.\d+)?)(mW)?(?=\s|$)")
 """``NAME cur/avg`` with optional ``mW`` units. Requiring whitespace after the pair keeps
@@ -139,3 +141,43 @@ def energy_from_rapl(start_uj: int, end_uj: int, max_range_uj: int, elapsed_s: f
         raise ValueError("need a positive duration and at least one inference")
     joules = rapl_delta_uj(start_uj, end_uj, max_range_uj) / 1e6
     return EnergyStats(median_mj=joules * 1e3 / inferences, mean_power_w=joules / elapsed_s, source=source)
+
+
+# ---------------------------------------------------------------- power methods, by name
+
+@dataclass(frozen=True)
+class PowerMethod:
+    """How one kind of board reports power: whether it needs a ``rail`` name, and how a raw
+    record sampled on the board (see ``ssh_bench.py``) becomes energy per inference."""
+
+    name: str
+    needs_rail: bool
+    to_energy: Callable[[dict, float], EnergyStats] | None  # None: nothing is sampled ("none")
+
+
+power_methods: Registry = Registry("power method")
+
+
+def register_power_method(method: PowerMethod) -> PowerMethod:
+    return power_methods.register(method.name)(method)
+
+
+def _tegrastats(record: dict, median_ms: float) -> EnergyStats:
+    watts = tegrastats_power_w(record["lines"], record["rail"])
+    return energy_from_power(watts, median_ms, f"measured:tegrastats:{record['rail']}")
+
+
+def _pynq(record: dict, median_ms: float) -> EnergyStats:
+    watts = pynq_power_w(record["csv"], record["rail"])
+    return energy_from_power(watts, median_ms, f"measured:pynq-rails:{record['rail']}")
+
+
+def _rapl(record: dict, median_ms: float) -> EnergyStats:
+    return energy_from_rapl(int(record["start_uj"]), int(record["end_uj"]), int(record["max_range_uj"]),
+                            float(record["elapsed_s"]), int(record["inferences"]))
+
+
+register_power_method(PowerMethod("none", needs_rail=False, to_energy=None))
+register_power_method(PowerMethod("rapl", needs_rail=False, to_energy=_rapl))
+register_power_method(PowerMethod("tegrastats", needs_rail=True, to_energy=_tegrastats))
+register_power_method(PowerMethod("pynq-rails", needs_rail=True, to_energy=_pynq))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.artifact import Artifact
-from edgeprune.errors import ConfigError, DeviceError
+from edgeprune.errors import ConfigError, DeviceError, UnknownNameError
 from edgeprune.profilers import energy
 from edgeprune.profilers.base import EnergyStats, Measurement
 from edgeprune.profilers.base_settings import MeasureSettings
@@ -115,9 +115,7 @@ class SshRunner:
         self._call(argv, "copying the artifact", self.run_timeout_s)
 
     def _power_flag(self) -> str:
-        if self.power.method in ("tegrastats", "pynq-rails"):
-            return f"{self.power.method}:{self.power.rail}"
-        return self.power.method
+        return f"{self.power.method}:{self.power.rail}" if self.power.rail else self.power.method
 
     def _bench_command(self, artifact: Artifact, settings: MeasureSettings, remote_dir: str) -> str:
         values = {"python": self.python, "script": f"{remote_dir}/{BENCH_SCRIPT.name}",
@@ -174,19 +172,11 @@ class SshRunner:
         if power.get("error"):
             return None, f"not measurable: {power['method']} sampling failed on the board ({power['error']})"
         try:
-            method = power["method"]
-            if method == "tegrastats":
-                watts = energy.tegrastats_power_w(power["lines"], power["rail"])
-                return energy.energy_from_power(watts, median_ms, f"measured:tegrastats:{power['rail']}"), ""
-            if method == "pynq-rails":
-                watts = energy.pynq_power_w(power["csv"], power["rail"])
-                return energy.energy_from_power(watts, median_ms, f"measured:pynq-rails:{power['rail']}"), ""
-            if method == "rapl":
-                return energy.energy_from_rapl(int(power["start_uj"]), int(power["end_uj"]),
-                                               int(power["max_range_uj"]), float(power["elapsed_s"]),
-                                               int(power["inferences"])), ""
-        except (DeviceError, KeyError, ValueError, TypeError) as exc:
+            method = energy.power_methods.get(str(power["method"]))
+            if method.to_energy is None:
+                return None, f"not measurable: power method {method.name!r}"
+            return method.to_energy(power, median_ms), ""
+        except (DeviceError, KeyError, ValueError, TypeError, UnknownNameError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, f"not measurable: power record unusable ({reason})"
-        return None, f"not measurable: unknown power method {power.get('method')!r}"
 

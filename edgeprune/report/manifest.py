@@ -90,6 +90,27 @@ def _budget(rec: DeployRecord, shipped: str) -> dict[str, Any]:
             "baseline_ms": rec.trace.baseline_ms, "resolved_on": rec.trace.runtime}
 
 
+def _not_done_here(rec: DeployRecord, shipped: str) -> list[str]:
+    """What this run could not do on this machine, one sentence each (the report lists them)."""
+    notes = []
+    after = rec.after[shipped]
+    if after.estimated:
+        notes.append(f"latency not measured: no board was reachable, figures are {after.measurement.latency.source} "
+                     "estimates (pass --device to measure)")
+    engine = str(after.artifact.meta.get("engine", ""))
+    if engine.startswith("not built"):
+        notes.append(f"engine {engine}")
+    if after.artifact.meta.get("tuning_skipped"):
+        notes.append(f"tuning skipped: {after.artifact.meta['tuning_skipped']}")
+    if after.artifact.meta.get("build_command"):
+        notes.append(f"build and time it on the board: {after.artifact.meta['build_command']}")
+    if after.validation is not None and after.validation.samples == 0:
+        notes.append(f"artifact not validated: {after.validation.accuracy_source}")
+    if after.energy_note_missing():
+        notes.append(f"energy: {after.measurement.energy_note}")
+    return notes
+
+
 def build_manifest(rec: DeployRecord) -> dict[str, Any]:
     shipped = rec.shipped()
     after, pair = rec.after[shipped], rec.paired[shipped]
@@ -115,6 +136,7 @@ def build_manifest(rec: DeployRecord) -> dict[str, Any]:
         "search": {"runtime": rec.trace.runtime, "criterion": rec.cfg.search.criterion, "strategy": rec.cfg.search.strategy,
                    "steps": [s.to_json() for s in rec.trace.steps], "regularizer": rec.cfg.search.regularizer,
                    "trace": "search.json"},
+        "not_done_here": _not_done_here(rec, shipped),
         "machine_stability": {**rec.trace.stability(), "final_rounds_variation": pair.stability()},
         "device": pair.candidate.device,
         "energy": after.measurement.to_json()["energy"].get("status", "measured"),

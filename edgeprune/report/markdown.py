@@ -59,6 +59,8 @@ def render_markdown(m: dict) -> str:
                      f"({lo:.3f}–{hi:.3f}) | {s['rounds']} | {s['macs'] / 1e6:.2f} | "
                      f"{s['accuracy_pytorch']:.4f} | {s['kept_fraction']:.0%} |")
     lines += ["", _stability(m["machine_stability"])]
+    if m.get("not_done_here"):
+        lines += ["", "## What could not be done here", ""] + [f"- {note}" for note in m["not_done_here"]]
     lines += _scratch_lines(m.get("from_scratch"))
     lines += ["", "## Where the figures come from", "",
               _provenance(m), "",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune import crosscheck
+from edgeprune.emulation import qemu as crosscheck
 from edgeprune.artifact import Artifact
 from edgeprune.backends import get_backend
 from edgeprune.backends.base import CompileOptions

@@ -9,11 +9,7 @@ killing ``rpc_server`` alone orphans its ``tvm.exec.popen_worker``.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator

@@ -1,11 +1,8 @@
 """Which runtime deploy ships: the fastest one that meets the one budget figure, judged on the
 interleaved measurements."""
 
-from pathlib import Path
 
-import torch
 
-from edgeprune.artifact import Artifact
 from edgeprune.candidate.paired import Paired
 from edgeprune.profilers.base import Measurement
 from edgeprune.profilers.stats import LatencyStats

@@ -8,9 +8,10 @@ import pytest
 
 from edgeprune.errors import ConfigError
 from edgeprune.io import sha256
+from edgeprune.models.loading import ModelOptions
 from edgeprune.sparsity.run import SparsifyConfig, bisect, round_targets
 from tests.test_cli import assert_clean_error, run_cli
-from tests.test_regularizers import image_folder
+from tests.training.test_regularizers import image_folder
 
 FAST = ("--model", "tests.nets:tiny_demo", "--method", "snip", "--density", "0.2", "--epochs", "0.5",
         "--repeats", "5", "--threads", "1", "--grayscale")
@@ -77,9 +78,11 @@ def test_bad_method_is_a_one_line_error(tmp_path):
 
 def test_config_validation_and_helpers(tmp_path):
     with pytest.raises(ConfigError, match="density"):
-        SparsifyConfig(model="demo", out=tmp_path, method="snip", density=1.0)
+        SparsifyConfig(model=ModelOptions(), out=tmp_path, method="snip", density=1.0)
     with pytest.raises(ConfigError, match="--structured"):
-        SparsifyConfig(model="demo", out=tmp_path, method="snip", density=0.5, structured="3-of-4")
+        SparsifyConfig(model=ModelOptions(), out=tmp_path, method="snip", density=0.5, structured="3-of-4")
+    with pytest.raises(ConfigError, match="during training only: use deploy --regularizer hessian-spectral"):
+        SparsifyConfig(model=ModelOptions(), out=tmp_path, method="hessian-spectral", density=0.5)
     assert round_targets(0.125, 3) == pytest.approx([0.5, 0.25, 0.125])
     # kept(q) = 1 - q is decreasing: the answer keeps at most the target
     q = bisect(lambda v: 1 - v, 0.3, 0.0, 1.0, increasing=False)

@@ -11,7 +11,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from edgeprune.config import Budget, DeployConfig, SearchConfig
+from edgeprune.candidate.evaluator import CompileConfig
+from edgeprune.deploy import DeployConfig, DeviceConfig, FineTuneConfig, RunConfig
+from edgeprune.models.loading import DataOptions, ModelOptions
+from edgeprune.search.config import Budget, SearchConfig
 from edgeprune.errors import ConfigError, UnknownNameError
 from edgeprune.training.finetune import TrainConfig, train
 from edgeprune.training.regularizers import (
@@ -166,9 +169,11 @@ def test_deploy_records_the_regularizer_and_the_scratch_baselines(tmp_path, cach
     out = tmp_path / "out"
     data = image_folder(tmp_path / "images")
     manifest = deploy(DeployConfig(
-        model="tests.nets:tiny_demo", data=f"imagefolder:{data}", preprocessing=Preprocessing(grayscale=True),
-        runtime="onnxruntime", tune_trials=0, epochs=2.0, batch_size=8, threads=1, budget=Budget(ms=1000.0),
-        search=SearchConfig(regularizer="rigl", max_steps=1), from_scratch=True, out=out, cache_dir=cache_dir))
+        model=ModelOptions("tests.nets:tiny_demo"),
+        data=DataOptions(f"imagefolder:{data}", preprocessing=Preprocessing(grayscale=True)),
+        device=DeviceConfig(runtime="onnxruntime"), compile=CompileConfig(tune_trials=0, threads=1),
+        finetune=FineTuneConfig(epochs=2.0, batch_size=8, from_scratch=True), budget=Budget(ms=1000.0),
+        search=SearchConfig(regularizer="rigl", max_steps=1, rounds=3), run=RunConfig(out=out, cache_dir=cache_dir)))
     written = json.loads((out / "manifest.json").read_text())
     assert manifest["search"]["regularizer"] == written["search"]["regularizer"] == "rigl"
     state = torch.load(str(out / "pruned_state_dict.pt"), weights_only=True)

@@ -1,6 +1,6 @@
 """The Rethinking protocol: Scratch-E trains the same epochs, Scratch-B the same compute; every
 parameter starts afresh. (deploy's ``--from-scratch`` manifest and report table are checked in
-tests/test_regularizers.py, in the one deploy run those tests make.)"""
+tests/training/test_regularizers.py, in the one deploy run those tests make.)"""
 
 from __future__ import annotations
 

@@ -7,8 +7,17 @@ exact trtexec line; the board builds the engine itself (see :mod:`.board`), beca
 not portable across GPUs or TensorRT releases.
 
 INT8: TensorRT builds INT8 from an explicit Q/DQ ONNX (calibrators are deprecated since 10.1).
-``compile`` refuses ``int8``; quantize first (e.g. ORT static QDQ) and pass the file to
-:meth:`TensorRtBackend.compile_onnx`, which records ``meta["qdq"] = True`` so ``--int8`` is sent.
+``compile`` at ``int8`` exports the FP32 ONNX, quantizes it with ONNX Runtime's static QDQ
+quantizer (symmetric int8, ``edgeprune.quantize.ort_int8``) on ``options.calibration``, keeps the
+layers ``options.layer_precisions`` puts in float out of the quantization, makes the file
+parseable by TensorRT (:mod:`.qdq`) and goes through :meth:`TensorRtBackend.compile_onnx`
+(``meta["qdq"] = True`` -> ``--int8 --fp16``). The Q/DQ ONNX is validated in ONNX Runtime here;
+the engine itself is built on the board.
+
+FP16: before the ``--fp16`` line is written, the FP32 ONNX is run in ONNX Runtime with every
+intermediate tensor exposed (``edgeprune.quantize.fp16.check_fp16_safety``) on the calibration
+batches (or, without any, a few random inputs - said so in the meta); a tensor beyond 65504 is a
+ValidationError naming the layer, and the per-layer maxima go into the meta.
 """
 
 from __future__ import annotations
@@ -26,14 +35,27 @@ from edgeprune.backends import backends
 from edgeprune.backends.base import CompileOptions, Session
 from edgeprune.backends.onnx_export import export_onnx
 from edgeprune.backends.tensorrt import engine, trtexec, versions
-from edgeprune.errors import CompileError, ConfigError, DeviceError, ToolchainMissingError, ValidationError
-from edgeprune.profilers.base import MeasureSettings, Measurement
+from edgeprune.backends.tensorrt import qdq as qdq_rules
+from edgeprune.backends.tensorrt.formats import expected_channel_multiple
+from edgeprune.errors import (
+    CompileError,
+    ConfigError,
+    DeviceError,
+    ToolchainMissingError,
+    ValidationError,
+)
+from edgeprune.profilers.base import Measurement, MeasureSettings
 from edgeprune.profilers.stats import LatencyStats, time_callable
 
 FP32_TOLERANCE = {"fp32": 1e-3}
 """ONNX Runtime vs PyTorch, both fp32 on this CPU: they must agree to 1e-3 (abs and rel)."""
 
 ONNX_LOAD_NOTE = "ONNX Runtime session of model.onnx (validation only: the engine runs on the board)"
+INT8_VALIDATED_WITH = "onnxruntime (the engine itself is built on the board)"
+FP16_RANDOM_INPUTS = 8
+"""Random inputs the FP16 range check runs on when no calibration batches were given."""
+INT8_VALIDATION_SAMPLES = 256
+"""Calibration samples the Q/DQ ONNX is run on in ONNX Runtime (against PyTorch) after quantizing."""
 
 
 def _ort_session(path: Path):
@@ -76,6 +98,13 @@ class TensorRtBackend:
     """ONNX for the target's TensorRT; engine built here only with TensorRT + a CUDA GPU."""
 
     name = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")  # per GPU: versions.check_precision (no int8 on the Nano's sm_53)
+
+    def channel_multiple(self, compiler_target: dict, precision: str) -> int:
+        """The multiple the engine's formats want at ``precision`` on this GPU (see formats.py)."""
+        from edgeprune.backends.tensorrt.formats import expected_channel_multiple
+
+        return expected_channel_multiple(compiler_target, precision).multiple
 
     def unavailable_reason(self) -> str | None:
         """None when usable. Without local TensorRT the backend is still usable (the board builds
@@ -96,20 +125,50 @@ class TensorRtBackend:
                 options: CompileOptions) -> Artifact:
         release = versions.release_for(options.compiler_target, options.target_name)
         versions.check_precision(options.compiler_target, options.precision, options.target_name)
-        if options.precision == "int8":
-            raise ConfigError("tensorrt int8 needs an explicit Q/DQ ONNX: quantize the model first and pass "
-                              "the file to TensorRtBackend.compile_onnx (or use --precision fp16)")
+        float_layers = _float_layers(options)
+        if options.precision == "int8" and not options.calibration.batches:
+            raise ConfigError(f"tensorrt int8 for {options.target_name} needs calibration batches "
+                              "(CompileOptions.calibration): the Q/DQ scales come from them")
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "model.onnx"
         opset = versions.export_opset(release)
-        export_onnx(model, example, path, opset)
-        diff = validate_onnx(path, model, example)
-        return self._finish(path, tuple(example.shape), options, release, qdq=False,
-                            meta={"opset": opset, "validated": f"onnxruntime vs pytorch, max |diff| {diff:.3g}"})
+        fp32_path = out_dir / ("model.fp32.onnx" if options.precision == "int8" else "model.onnx")
+        export_onnx(model, example, fp32_path, opset)
+        diff = validate_onnx(fp32_path, model, example)
+        meta: dict[str, Any] = {"opset": opset, "validated": f"onnxruntime vs pytorch, max |diff| {diff:.3g}",
+                                "channel_rule": expected_channel_multiple(
+                                    options.compiler_target, options.precision, options.target_name).to_json()}
+        if options.precision == "fp16":
+            meta["fp16_check"] = _fp16_check(fp32_path, example, options)
+        if options.precision != "int8":
+            return self._finish(fp32_path, tuple(example.shape), options, release, qdq=False, meta=meta)
+        return self._compile_int8(model, example, fp32_path, out_dir, options, float_layers, meta)
+
+    def _compile_int8(self, model: torch.nn.Module, example: torch.Tensor, fp32_path: Path, out_dir: Path,
+                      options: CompileOptions, float_layers: list[str], meta: dict[str, Any]) -> Artifact:
+        """FP32 ONNX -> symmetric int8 Q/DQ (ORT static, calibrated) -> TensorRT-parseable -> compile_onnx."""
+        from edgeprune.quantize.ort_int8 import OrtInt8Config, quantize_int8
+
+        method = options.calibration.method
+        qdq_path = out_dir / "model.qdq.onnx"
+        result = quantize_int8(fp32_path, qdq_path, list(options.calibration.batches),
+                               OrtInt8Config(activations="s8", calibration=method), exclude=float_layers)
+        fp32_note = meta.pop("validated")
+        art = self.compile_onnx(qdq_path, tuple(example.shape), out_dir, options, meta={
+            **meta, "fp32_onnx": fp32_path.name, "fp32_validated": fp32_note,
+            "quantization": result.meta, "float_layers": float_layers,
+            "float_layers_note": "layers outside Q/DQ pairs may run in fp16 or fp32 (--int8 --fp16: TensorRT picks)"})
+        qdq_path.unlink(missing_ok=True)  # compile_onnx copied it to model.onnx (what the board gets)
+        validation = _validate_int8(art.path, model, example, options)
+        art.meta.update(validated=validation["summary"], validated_with=INT8_VALIDATED_WITH, int8_validation=validation)
+        sidecar = art.path.with_name("model.onnx.json")
+        sidecar.write_text(json.dumps({"input_shape": list(art.input_shape), "precision": art.precision,
+                                       **art.meta}, indent=2, default=str))
+        return art
 
     def compile_onnx(self, onnx_path: Path, input_shape: tuple[int, ...], out_dir: Path,
-                     options: CompileOptions) -> Artifact:
-        """Wrap an existing ONNX (for int8: a Q/DQ ONNX from a quantizer, already validated there)."""
+                     options: CompileOptions, meta: dict[str, Any] | None = None) -> Artifact:
+        """Wrap an existing ONNX (for int8: a symmetric int8 Q/DQ ONNX; INT32 bias DequantizeLinear
+        nodes, which TensorRT cannot parse, are folded to float biases - see :mod:`.qdq`)."""
         release = versions.release_for(options.compiler_target, options.target_name)
         versions.check_precision(options.compiler_target, options.precision, options.target_name)
         opset, ops = _onnx_ops(onnx_path)
@@ -123,9 +182,12 @@ class TensorRtBackend:
         path = out_dir / "model.onnx"
         if onnx_path.resolve() != path.resolve():
             shutil.copyfile(onnx_path, path)
+        extra: dict[str, Any] = {"opset": opset,
+                                 "validated": "loaded by onnxruntime (outputs checked by the quantizer)"}
+        if qdq:
+            extra["qdq_fixes"] = qdq_rules.prepare_for_tensorrt(path).to_json()
         _ort_session(path)  # loads and type-checks here before a board ever sees it
-        return self._finish(path, tuple(input_shape), options, release, qdq=qdq,
-                            meta={"opset": opset, "validated": "loaded by onnxruntime (outputs checked by the quantizer)"})
+        return self._finish(path, tuple(input_shape), options, release, qdq=qdq, meta={**extra, **(meta or {})})
 
     def _finish(self, path: Path, shape: tuple[int, ...], options: CompileOptions, release: versions.TrtRelease,
                 qdq: bool, meta: dict[str, Any]) -> Artifact:
@@ -147,7 +209,8 @@ class TensorRtBackend:
                         load="TensorRT engine on this GPU (valid only for this GPU and TensorRT release)")
             out.append(engine_path)
         sidecar = path.with_name("model.onnx.json")
-        sidecar.write_text(json.dumps({"input_shape": list(shape), "precision": options.precision, **meta}, indent=2))
+        sidecar.write_text(json.dumps({"input_shape": list(shape), "precision": options.precision, **meta}, indent=2,
+                                      default=str))
         return Artifact(runtime=self.name, target=options.target_name, files=(*out, sidecar),
                         input_shape=shape, precision=options.precision, meta=meta)
 
@@ -182,3 +245,78 @@ class TensorRtBackend:
         return Measurement(latency=LatencyStats.from_samples(samples, settings.warmup, "measured:tensorrt-local"),
                            device=f"{torch.cuda.get_device_name(0)} (TensorRT {artifact.meta.get('tensorrt')})",
                            energy_note="not measurable: no power counter sampled on this host")
+
+
+def _float_layers(options: CompileOptions) -> list[str]:
+    """Layers ``options.layer_precisions`` keeps out of int8 (sorted); refuses overrides this
+    backend cannot honour at the artifact's precision."""
+    layers = dict(options.layer_precisions or {})
+    bad = {k: v for k, v in layers.items() if v not in ("fp32", "fp16", "int8")}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise ConfigError(f"layer {name!r}: TensorRT per-layer precision is fp32, fp16 or int8, not {value!r}")
+    if options.precision == "int8":
+        return sorted(k for k, v in layers.items() if v != "int8")
+    off = {k: v for k, v in layers.items() if v != options.precision}
+    if off:
+        name, value = next(iter(off.items()))
+        raise ConfigError(f"layer {name!r} asks for {value} inside a {options.precision} TensorRT engine: per-layer "
+                          "overrides are supported for int8 artifacts only (layers kept out of the Q/DQ graph)")
+    return []
+
+
+def _fp16_check(fp32_path: Path, example: torch.Tensor, options: CompileOptions) -> dict[str, Any]:
+    """FP16 range check of the FP32 ONNX (ValidationError naming the first layer past 65504);
+    returns the per-layer maxima for the meta."""
+    from edgeprune.quantize.fp16 import check_fp16_safety
+
+    batches = options.calibration.batches
+    if batches:
+        inputs = np.concatenate([np.asarray(b, np.float32) for b in batches])
+        source = f"{len(inputs)} calibration samples"
+    else:
+        rng = np.random.default_rng(0)
+        shape = (FP16_RANDOM_INPUTS - 1, *example.shape[1:])
+        inputs = np.concatenate([example.numpy().astype(np.float32)[:1], rng.standard_normal(shape, np.float32)])
+        source = (f"the example + {FP16_RANDOM_INPUTS - 1} standard-normal random inputs (no calibration batches "
+                  "given: real data may reach larger activations)")
+    try:
+        report = check_fp16_safety(fp32_path, inputs)
+    except ValidationError as exc:
+        raise ValidationError(f"tensorrt --fp16 for {options.target_name}: {exc} (checked on {source})") from None
+    acts = [r for r in report.layers if r.kind == "activation"]
+    peak = max(report.layers, key=lambda r: r.max_abs, default=None)
+    per_layer: dict[str, float] = {}
+    for r in acts:
+        per_layer[r.node] = max(per_layer.get(r.node, 0.0), float(f"{r.max_abs:.4g}"))
+    return {
+        "checked_on": source, "limit": report.limit,
+        "headroom": None if report.headroom == float("inf") else round(report.headroom, 2),
+        "largest": None if peak is None else {"layer": peak.node, "op": peak.op_type, "kind": peak.kind,
+                                              "max_abs": float(f"{peak.max_abs:.4g}")},
+        "max_activation_by_layer": dict(sorted(per_layer.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _validate_int8(path: Path, model: torch.nn.Module, example: torch.Tensor, options: CompileOptions) -> dict[str, Any]:
+    """Run the Q/DQ ONNX in ONNX Runtime on calibration samples against PyTorch FP32: shapes must
+    match and every logit be finite (ValidationError otherwise); the agreement is recorded - the
+    int8 accuracy bound is judged on labelled data by the candidate's validation."""
+    from edgeprune.quantize.base import open_session, run_all
+
+    x = np.concatenate([np.asarray(b, np.float32) for b in options.calibration.batches])[:INT8_VALIDATION_SAMPLES]
+    got = run_all(open_session(path), x)[0]
+    batch = example.shape[0]
+    with torch.no_grad():
+        model = model.eval()
+        want = np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+    if got.shape != want.shape:
+        raise ValidationError(f"{path.name}: ONNX Runtime int8 output shape {got.shape} != PyTorch {want.shape}")
+    if not np.isfinite(got).all():
+        raise ValidationError(f"{path.name}: ONNX Runtime int8 run gave {int((~np.isfinite(got)).sum())} non-finite logits")
+    flat_got, flat_want = got.reshape(len(got), -1), want.reshape(len(want), -1)
+    agree = float((flat_got.argmax(1) == flat_want.argmax(1)).mean())
+    err = float(np.abs(got - want).max()) if want.size else 0.0
+    return {"samples": len(x), "top1_agreement_vs_fp32": round(agree, 4), "max_abs_error_vs_fp32": float(f"{err:.4g}"),
+            "summary": f"Q/DQ ONNX in onnxruntime vs pytorch fp32 on {len(x)} calibration samples: "
+                       f"top-1 agreement {agree:.1%}, max |diff| {err:.3g}"}

@@ -51,8 +51,9 @@ def build_engine(trt: ModuleType, onnx_path: Path, engine_path: Path, precision:
     config = builder.create_builder_config()
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "int8":
+    elif precision == "int8":  # Q/DQ network: int8 where the file says, fp16 allowed elsewhere (as trtexec --int8 --fp16)
         config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.FP16)
     else:
         config.clear_flag(trt.BuilderFlag.TF32)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED

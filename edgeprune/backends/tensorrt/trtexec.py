@@ -61,7 +61,15 @@ class EngineFiles:
 
 def precision_flags(precision: str, qdq: bool) -> list[str]:
     """fp32 turns TF32 off (Ampere would otherwise use it silently); int8 needs a Q/DQ ONNX, because
-    calibrators are deprecated since TensorRT 10.1 and ``--int8`` alone would time random scales."""
+    calibrators are deprecated since TensorRT 10.1 and ``--int8`` alone would time random scales.
+
+    int8 sends ``--int8 --fp16``: trtexec's help (sampleOptions.cpp, 8.2-10.x) reads "--int8 Enable
+    int8 precision, in addition to fp32" and "--fp16 Enable fp16 precision, in addition to fp32";
+    the developer guide's "Working with INT8" says the INT8 flag must be set for any quantized
+    operation, and in an explicitly quantized (Q/DQ) network only the Q/DQ-wrapped layers are int8,
+    so without ``--fp16`` every layer outside a Q/DQ pair (excluded layers, the head, element-wise
+    glue) runs in fp32. ``--stronglyTyped`` (10.x only, and it forbids these flags) is not used:
+    8.2/8.5 boards do not have it and the ONNX's float tensors would pin those layers to fp32."""
     if precision == "fp32":
         return ["--noTF32"]
     if precision == "fp16":
@@ -69,7 +77,7 @@ def precision_flags(precision: str, qdq: bool) -> list[str]:
     if precision == "int8":
         if not qdq:
             raise ConfigError("int8 engines are built from an explicit Q/DQ ONNX; quantize the model first")
-        return ["--int8"]
+        return ["--int8", "--fp16"]
     raise ConfigError(f"trtexec builds fp32, fp16 or int8, not {precision}")
 
 

@@ -58,13 +58,19 @@ def test_int8_rules(tmp_path: Path) -> None:
     model, example = _tiny()
     with pytest.raises(ConfigError, match="int8 is not possible on jetson-nano.*fp16"):
         backend.compile(model, example, tmp_path, _options(tmp_path, NANO, "jetson-nano", "int8"))
-    with pytest.raises(ConfigError, match="Q/DQ ONNX"):
+    with pytest.raises(ConfigError, match="needs calibration batches"):
         backend.compile(model, example, tmp_path, _options(tmp_path, XAVIER, "jetson-xavier-nx", "int8"))
 
 
-def test_compile_onnx_accepts_a_qdq_model(tmp_path: Path) -> None:
-    """A Q/DQ ONNX from ONNX Runtime's static quantizer becomes an int8 artifact built with --int8."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+def test_compile_onnx_accepts_a_symmetric_qdq_model_and_refuses_uint8(tmp_path: Path) -> None:
+    """ORT's static QDQ with symmetric int8 activations becomes an int8 artifact built with
+    --int8 --fp16; ORT's default (uint8, non-zero zero-points) is refused before any board."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     model, example = _tiny()
     fp32 = get_backend("tensorrt").compile(model, example, tmp_path / "fp32",
@@ -78,10 +84,16 @@ def test_compile_onnx_accepts_a_qdq_model(tmp_path: Path) -> None:
         def get_next(self) -> dict | None:
             return next(self.items, None)
 
-    qdq = tmp_path / "qdq.onnx"
-    quantize_static(str(fp32.path), str(qdq), Batches(), quant_format=QuantFormat.QDQ)
     options = _options(tmp_path, XAVIER, "jetson-xavier-nx", "int8")
-    art = get_backend("tensorrt").compile_onnx(qdq, tuple(example.shape), tmp_path / "int8", options)
-    assert art.meta["qdq"] is True and " --int8 " in art.meta["build_command"]
+    s8 = tmp_path / "s8.onnx"
+    quantize_static(str(fp32.path), str(s8), Batches(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    art = get_backend("tensorrt").compile_onnx(s8, tuple(example.shape), tmp_path / "int8", options)
+    assert art.meta["qdq"] is True and " --int8 --fp16 " in art.meta["build_command"]
+    u8 = tmp_path / "u8.onnx"
+    quantize_static(str(fp32.path), str(u8), Batches(), quant_format=QuantFormat.QDQ)
+    with pytest.raises(ConfigError, match="non-zero zero-point|writes UINT8"):
+        get_backend("tensorrt").compile_onnx(u8, tuple(example.shape), tmp_path / "u8", options)
     with pytest.raises(ConfigError, match="not a Q/DQ ONNX"):
         get_backend("tensorrt").compile_onnx(fp32.path, tuple(example.shape), tmp_path / "x", options)

@@ -50,6 +50,7 @@ def test_timing_line_and_percentile_syntax() -> None:
 def test_precision_flags() -> None:
     assert trtexec.precision_flags("fp32", False) == ["--noTF32"]
     assert trtexec.precision_flags("fp16", False) == ["--fp16"]
+    assert trtexec.precision_flags("int8", qdq=True) == ["--int8", "--fp16"]  # layers outside Q/DQ may use fp16
     with pytest.raises(ConfigError, match="Q/DQ"):
         trtexec.precision_flags("int8", qdq=False)
 
