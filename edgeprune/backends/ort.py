@@ -2,11 +2,17 @@
 
 ONNX Runtime needs no tuning and is often the faster runtime on x86 and ARM CPUs, so deploy
 measures it beside TVM and ships whichever is faster on the device.
+
+Precisions: ``fp32`` (the exported ONNX), ``int8`` (= ``w8a8``: static QDQ calibrated on
+``options.calibration``, uint8 activations because only those run as integer kernels on ORT's x86
+CPU provider; ``options.layer_precisions`` keeps named nodes in float) and ``fp16`` (after the
+FP16 overflow check). The file building lives in :mod:`edgeprune.quantize.build`.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +23,25 @@ from edgeprune.backends import backends
 from edgeprune.backends.base import CompileOptions, Session
 from edgeprune.backends.onnx_export import OPSET, export_onnx
 from edgeprune.errors import CompileError, ToolchainMissingError
-from edgeprune.profilers.base import MeasureSettings, Measurement
+from edgeprune.profilers.base import Measurement, MeasureSettings
 from edgeprune.profilers.host import cpu_description, rapl_unavailable_reason
 from edgeprune.profilers.stats import LatencyStats, time_callable
+from edgeprune.quantize import build
+
+
+def _quantized(model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str,
+               keep_float: list[str], options: CompileOptions) -> dict:
+    """Export FP32 to a scratch folder, write the ``precision`` file at ``path``; its meta."""
+    batches = options.calibration.batches  # int8 refuses none unless the model holds Q/DQ (QAT)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-ort-") as tmp:
+        src = Path(tmp) / "model.fp32.onnx"
+        export_onnx(model, example, src)
+        if precision == "int8":
+            result = build.build_int8(src, path, batches, options.calibration.method, keep_float)
+        else:
+            result = build.build_fp16(src, path, batches, example.detach().numpy(), keep_float)
+    return result.meta
+
 
 def _session(path: Path, threads: int | None):
     try:
@@ -41,7 +63,8 @@ def _session(path: Path, threads: int | None):
 
 @backends.register("onnxruntime")
 class OnnxRuntimeBackend:
-    """Exports ``model.onnx``; the session is ONNX Runtime's CPU provider with full graph opts."""
+    """Exports ``model.onnx`` (or ``model.int8.onnx`` / ``model.fp16.onnx``); the session is ONNX
+    Runtime's CPU provider with full graph opts."""
 
     name = "onnxruntime"
 
@@ -55,18 +78,27 @@ class OnnxRuntimeBackend:
     def compile(
         self, model: torch.nn.Module, example: torch.Tensor, out_dir: Path, options: CompileOptions
     ) -> Artifact:
+        """fp32: the exported ONNX as is; int8 (= w8a8) / fp16: that ONNX quantized by
+        :mod:`edgeprune.quantize.build` (``files[0]`` is the shipped ``model.<precision>.onnx``)."""
         import onnxruntime as ort
 
+        precision = build.resolve_precision(options.precision, self.name)
+        keep_float = build.float_layers(precision, options.layer_precisions)  # refuses bad values early
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "model.onnx"
-        export_onnx(model, example, path)
         meta = {"opset": OPSET, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider",
                 "tuned": False, "note": "ONNX Runtime needs no tuning"}
-        sidecar = out_dir / "model.onnx.json"
-        sidecar.write_text(json.dumps({"input_shape": list(example.shape), **meta}, indent=2))
+        if precision == "fp32":
+            path = out_dir / "model.onnx"
+            export_onnx(model, example, path)
+        else:
+            path = out_dir / f"model.{precision}.onnx"
+            meta.update(_quantized(model, example, path, precision, keep_float, options))
+        sidecar = path.with_name(path.name + ".json")
+        sidecar.write_text(json.dumps({"input_shape": list(example.shape), "precision": precision, **meta},
+                                      indent=2, default=str))
         return Artifact(
             runtime=self.name, target=options.target_name, files=(path, sidecar),
-            input_shape=tuple(example.shape), meta=meta,
+            input_shape=tuple(example.shape), precision=precision, meta=meta,
         )
 
     def load(self, artifact: Artifact, threads: int | None = None) -> Session:

@@ -42,7 +42,7 @@ from edgeprune.io import default_cache_dir, publish_dir
 from edgeprune.errors import CompileError, ConfigError, DeviceError, ToolchainMissingError, ValidationError
 
 CACHE_SUBDIR = "crosscheck"
-RUNNER_SOURCE = Path(__file__).resolve().parent / "board" / "runner.cc"
+RUNNER_SOURCE = Path(__file__).resolve().parent.parent / "board" / "runner.cc"
 RUNNER_FLAGS = ("-std=c++17", "-O2", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
                 "-Wl,-rpath,$ORIGIN")
 TVM_DISTRIBUTIONS = ("apache-tvm", "apache-tvm-ffi")

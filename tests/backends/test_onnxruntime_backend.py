@@ -16,6 +16,7 @@ def _compile(model, example, tmp_path, name="a"):
 
 def test_artifact_matches_pytorch_and_is_measured(tiny_net, example, tmp_path):
     backend, artifact = _compile(tiny_net, example, tmp_path)
+    assert artifact.precision == "fp32" and artifact.path.name == "model.onnx"  # the default precision
     x = torch.rand(1, 1, 32, 32)
     got = backend.load(artifact)(x.numpy())
     np.testing.assert_allclose(got, tiny_net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
