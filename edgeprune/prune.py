@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import nn
 
-from edgeprune.errors import ConfigError
-from edgeprune.graph import GroupedModel
+from edgeprune.errors import ConfigError, TraceError
+from edgeprune.graph import GroupedModel, check_block_pattern
 from edgeprune.plan import PruningPlan
 
 
@@ -24,6 +24,7 @@ def prune_between(model: nn.Module, example: torch.Tensor, current: PruningPlan,
     current layout, so iterative steps compose exactly.
     """
     grouped = GroupedModel(model, example)
+    planned: list[tuple[str, list[int]]] = []
     for name, goal in target.groups.items():
         if name not in current.groups or name not in grouped.groups:
             raise ConfigError(f"plan group {name!r} does not exist in this model")
@@ -33,8 +34,29 @@ def prune_between(model: nn.Module, example: torch.Tensor, current: PruningPlan,
             raise ConfigError(f"plan keeps channels of {name} that were already removed")
         if grouped.groups[name].channels != len(now):
             raise ConfigError(f"{name} has {grouped.groups[name].channels} channels, plan expects {len(now)}")
-        grouped.remove(name, [pos for pos, idx in enumerate(now) if idx not in keep])
+        removed = [pos for pos, idx in enumerate(now) if idx not in keep]
+        if removed and grouped.groups[name].blocks > 1:
+            check_block_pattern(name, len(now), grouped.groups[name].blocks, removed)
+        planned.append((name, removed))
+    for name, removed in planned:
+        grouped.remove(name, removed)
+    _check_runs(model, example)
     return model
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    """The pruned model must still run: a dependency no rule covered shows up here as one clear
+    error instead of a shape error deep inside the user's forward."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TraceError(f"the pruned model no longer runs ({text}): a channel dependency edgeprune does "
+                         f"not model; exclude the layers involved") from None
+    finally:
+        model.train(was_training)
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, example: torch.Tensor) -> nn.Module:

@@ -26,7 +26,7 @@ import torch
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import filter_l1, group_batchnorms
+from edgeprune.criteria.common import bn_sum, filter_l1, finish
 
 
 def expected_relu(mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -50,10 +50,6 @@ class BNDataFree:
     def __call__(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         scores = {}
         for name in ctx.grouped.groups:
-            bns = group_batchnorms(ctx, name)
-            if bns:
-                scores[name] = torch.stack([expected_relu(bn.bias.detach(), bn.weight.detach())
-                                            for bn in bns]).sum(0).float()
-            else:
-                scores[name] = filter_l1(ctx, name)
-        return scores
+            summed = bn_sum(ctx, name, lambda bn: expected_relu(bn.bias.detach(), bn.weight.detach()))
+            scores[name] = summed if summed is not None else filter_l1(ctx, name)
+        return finish(ctx, scores)

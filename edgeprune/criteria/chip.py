@@ -29,7 +29,7 @@ from torch import nn
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import consumers, filter_l1, require_batches, run_capturing_inputs
+from edgeprune.criteria.common import consumers, filter_l1, finish, require_batches, run_capturing_inputs, to_group
 
 
 def _nuclear_from_gram(gram: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,14 @@ def _as_maps(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.reshape(x.shape[0], channels, -1)
 
 
+def _linear_maps(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A Linear's input as (N, C, positions): (N, C·k) flattened maps, or token layouts
+    (N, L, C) whose channels are the last axis."""
+    if x.dim() > 2:
+        return x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2).reshape(x.shape[0], channels, -1)
+    return _as_maps(x, channels)
+
+
 @criteria.register("chip")
 class CHIP:
     name = "chip"
@@ -76,27 +84,43 @@ class CHIP:
             found = consumers(ctx, name)
             convs = [c for c in found if isinstance(ctx.grouped.module(c), nn.Conv2d)]
             readers[name] = convs or list(found)
-        owner = {c: g for g, cs in readers.items() for c in cs}
+        owners: dict[str, list[str]] = {}
+        for g, cs in readers.items():
+            for c in cs:
+                owners.setdefault(c, []).append(g)
         sums = {name: torch.zeros(g.channels, dtype=torch.float64) for name, g in ctx.grouped.groups.items()}
         samples = {name: 0 for name in ctx.grouped.groups}
         seen: set[tuple] = set()
+        computed: dict[tuple, torch.Tensor] = {}
         kept_alive: list[torch.Tensor] = []
 
         def take(consumer: str, x: torch.Tensor) -> None:
-            group = owner[consumer]
-            key = (group, x.data_ptr(), tuple(x.shape), tuple(x.stride()))
-            if key in seen:  # one tensor read by several layers counts once
-                return
-            seen.add(key)
+            module = ctx.grouped.module(consumer)
+            tensor = (x.data_ptr(), tuple(x.shape), tuple(x.stride()))
             kept_alive.append(x)  # keep the storage so no other tensor of this batch reuses it
-            sums[group] += channel_independence(_as_maps(x, ctx.grouped.groups[group].channels))
-            samples[group] += x.shape[0]
+            for group_name in owners[consumer]:
+                key = (group_name, *tensor)
+                if key in seen:  # one tensor read by several layers counts once per group
+                    continue
+                seen.add(key)
+                group = ctx.grouped.groups[group_name]
+                if isinstance(module, nn.Conv2d):
+                    # CI over every channel the conv reads (maybe a concatenation of groups),
+                    # then each channel credited to the group position it belongs to
+                    if tensor not in computed:
+                        computed[tensor] = channel_independence(_as_maps(x, x.shape[1]))
+                    ci = to_group(computed[tensor], group.member(consumer, "in"), group.channels)
+                else:
+                    ci = channel_independence(_linear_maps(x, group.channels))
+                sums[group_name] += ci
+                samples[group_name] += x.shape[0]
 
         def forget() -> None:
             seen.clear()
+            computed.clear()
             kept_alive.clear()
 
-        run_capturing_inputs(ctx, set(owner), take, forget)
+        run_capturing_inputs(ctx, set(owners), take, forget)
         images = sum(x.shape[0] for x, _ in ctx.batches)
-        return {name: (sums[name] / images).float() if samples[name] else filter_l1(ctx, name)
-                for name in ctx.grouped.groups}
+        return finish(ctx, {name: (sums[name] / images).float() if samples[name] else filter_l1(ctx, name)
+                            for name in ctx.grouped.groups})

@@ -9,6 +9,11 @@ channel; (3) see the input of every layer that consumes the group (ThiNet, CHIP)
 subtly different in each criterion would make the criteria disagree for reasons that are not
 the papers'.
 
+(4) map every member's per-channel statistic into the group's channel space: through a
+concatenation or a flatten a member covers only part of the group, or several of its channels
+belong to one group channel (:func:`to_group`, :func:`from_group`; the mapping is torch-pruning's
+index mapping, recorded on :class:`edgeprune.graph.Member`).
+
 This module registers no criterion.
 """
 
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from edgeprune.criteria.base import ScoreContext
+from edgeprune.graph import Member
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 Weighted = (nn.modules.conv._ConvNd, nn.Linear)
@@ -41,6 +47,17 @@ def scoring_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Attention through the math kernel: the fused CPU/flash attention kernels have no second
+    derivative, which exact Hessian terms (taylor-so, sosp-h) need; the math kernel computes the
+    same function with differentiable ops."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
 def require_batches(ctx: ScoreContext, who: str) -> None:
     """Data-driven criteria cannot score without data: say so instead of returning zeros."""
     if not ctx.batches:
@@ -52,6 +69,88 @@ def channel_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     lead = values.shape[0] if values.dim() == 2 else 1
     channels = values.shape[-1]
     return values.reshape(lead, channels, *([1] * (like.dim() - 2)))
+
+
+class GroupScores(dict):
+    """``{group: scores}`` that also carries each group's ``blocks`` (grouped convs), so that
+    :func:`edgeprune.search.planner.next_plan` keeps identical patterns without being told."""
+
+    blocks: dict[str, int]
+
+
+def finish(ctx: ScoreContext, scores: dict[str, torch.Tensor]) -> GroupScores:
+    """Every criterion's return value: checks one score per group channel, attaches ``blocks``."""
+    result = GroupScores(scores)
+    for name, group in ctx.grouped.groups.items():
+        if name in result and result[name].shape != (group.channels,):
+            raise ValueError(f"scores for {name} have shape {tuple(result[name].shape)}, "
+                             f"the group has {group.channels} channels")
+    result.blocks = {name: g.blocks for name, g in ctx.grouped.groups.items()}
+    return result
+
+
+def member(ctx: ScoreContext, group_name: str, module_name: str, axis: str = "out") -> Member:
+    return ctx.grouped.groups[group_name].member(module_name, axis)
+
+
+def to_group(values: torch.Tensor, member_: Member, channels: int) -> torch.Tensor:
+    """Map a member's per-channel ``values`` (last dim = the member's channels along its axis)
+    into the group's ``channels``: member channel ``channels[k]`` adds to group position
+    ``positions[k]``; group channels the member does not cover get 0; several member channels of
+    one group channel (a flatten) are summed."""
+    local, positions = member_.index_map(channels)
+    if member_.is_full() and values.shape[-1] == channels:
+        return values
+    out = torch.zeros(*values.shape[:-1], channels, dtype=values.dtype)
+    return out.index_add(values.dim() - 1, positions, values.index_select(values.dim() - 1, local))
+
+
+def from_group(values: torch.Tensor, member_: Member, channels: int, width: int, fill: float = 1.0) -> torch.Tensor:
+    """The inverse direction for gates: group-space ``values`` (last dim ``channels``) laid onto a
+    member of ``width`` channels; member channels outside the group keep ``fill``. Differentiable."""
+    local, positions = member_.index_map(channels)
+    if member_.is_full() and width == channels:
+        return values
+    base = torch.full((*values.shape[:-1], width), fill, dtype=values.dtype)
+    return base.index_copy(values.dim() - 1, local, values.index_select(values.dim() - 1, positions))
+
+
+def channel_axis(module: nn.Module) -> int:
+    """The axis of a module's output that holds its channels: last for Linear/LayerNorm (token
+    layouts ``(N, L, C)``), 1 for conv and batch norm (``(N, C, ...)``)."""
+    return -1 if isinstance(module, (nn.Linear, nn.LayerNorm)) else 1
+
+
+def gate_view(values: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
+    """Per-sample ``(N, C)`` or per-channel ``(C,)`` values shaped to broadcast over ``like``
+    along ``axis``."""
+    if axis == 1 or like.dim() <= 2:
+        return channel_view(values, like)
+    lead = values.shape[0] if values.dim() == 2 else 1
+    return values.reshape(lead, *([1] * (like.dim() - 2)), values.shape[-1])
+
+
+def per_channel(tensor: torch.Tensor, axis: int) -> torch.Tensor:
+    """Sum over every dim but ``axis``: one value per channel."""
+    axis = axis % tensor.dim()
+    return tensor.sum(dim=[d for d in range(tensor.dim()) if d != axis])
+
+
+def filter_rows(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """A weight-shaped ``tensor`` of a conv/linear as ``(out channels, rest)``."""
+    if getattr(module, "transposed", False):
+        tensor = tensor.transpose(0, 1)
+    return tensor.flatten(1)
+
+
+def bn_sum(ctx: ScoreContext, group_name: str, fn: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor | None:
+    """Σ over the group's affine BNs of ``fn(bn)`` mapped into the group; None without BNs."""
+    group = ctx.grouped.groups[group_name]
+    bns = [n for n in group.out_members() if isinstance(ctx.grouped.module(n), BatchNorm)
+           and ctx.grouped.module(n).affine]
+    if not bns:
+        return None
+    return sum(to_group(fn(ctx.grouped.module(n)).float(), group.member(n), group.channels) for n in bns)
 
 
 def group_batchnorms(ctx: ScoreContext, group_name: str) -> list[nn.Module]:
@@ -125,24 +224,25 @@ def output_hooks(model: nn.Module, fns: dict[str, Callable[[torch.Tensor], torch
 
 
 def consumers(ctx: ScoreContext, group_name: str) -> tuple[str, ...]:
-    """The layers that read the group: conv/linear in-members whose input is exactly the group.
+    """The layers that read the group: conv/linear in-members that are not also out-members.
 
-    A Conv2d must have ``in_channels == channels``; a Linear may read ``channels * k`` features
-    (a flatten of k positions per channel). Consumers that also sit on the group's output axis
-    (depthwise convs) and consumers of a concatenation (more input channels than the group, so
-    the group's offset is unknown here) are left out.
+    Each consumer's input channels map into the group through its :class:`Member` (a conv that
+    reads a concatenation sees the group at an offset). A Linear must read the group whole
+    (``in_features`` a multiple of the group's channels: a flatten of k positions per channel).
+    Consumers on the group's output axis (depthwise convs) are left out.
     """
     group = ctx.grouped.groups[group_name]
     outs = set(group.out_members())
     found = []
-    for member in group.members:
-        if member.axis != "in" or member.module in outs:
+    for member_ in group.members:
+        if member_.axis != "in" or member_.module in outs:
             continue
-        module = ctx.grouped.module(member.module)
-        if isinstance(module, nn.Conv2d) and module.in_channels == group.channels:
-            found.append(member.module)
-        elif isinstance(module, nn.Linear) and module.in_features % group.channels == 0:
-            found.append(member.module)
+        module = ctx.grouped.module(member_.module)
+        if isinstance(module, nn.Conv2d):
+            found.append(member_.module)
+        elif isinstance(module, nn.Linear) and module.in_features % group.channels == 0 and (
+                member_.is_full() or len(member_.channels) == module.in_features):
+            found.append(member_.module)
     return tuple(dict.fromkeys(found))
 
 
@@ -173,14 +273,13 @@ def run_capturing_inputs(ctx: ScoreContext, names: set[str], on_input: Callable[
 def filter_l1(ctx: ScoreContext, group_name: str) -> torch.Tensor:
     """Summed L1 norm of the group's conv/linear filters: the fallback where a method's own
     statistic does not exist for a group (no BN, no usable consumer)."""
-    total = torch.zeros(ctx.grouped.groups[group_name].channels)
-    for name in ctx.grouped.groups[group_name].out_members():
+    group = ctx.grouped.groups[group_name]
+    total = torch.zeros(group.channels)
+    for name in group.out_members():
         module = ctx.grouped.module(name)
         if isinstance(module, Weighted):
-            weight = module.weight.detach()
-            if getattr(module, "transposed", False):
-                weight = weight.transpose(0, 1)
-            total += weight.abs().flatten(1).sum(1).float()
+            l1 = filter_rows(module, module.weight.detach()).abs().sum(1).float()
+            total += to_group(l1, group.member(name), group.channels)
     return total
 
 

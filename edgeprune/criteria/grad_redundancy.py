@@ -28,7 +28,7 @@ import torch
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import require_batches, scoring_mode
+from edgeprune.criteria.common import finish, require_batches, scoring_mode
 from edgeprune.criteria.sosp import structure_parameters
 
 
@@ -43,12 +43,17 @@ def gradient_matrices(ctx: ScoreContext) -> dict[str, torch.Tensor]:
             ctx.model.zero_grad(set_to_none=True)
             ctx.loss_fn(ctx.model(x), y).backward()
             for name, entries in layout.items():
-                channels = ctx.grouped.groups[name].channels
-                for pname, axis in entries:
+                group = ctx.grouped.groups[name]
+                for pname, axis, module in entries:
                     grad = params[pname].grad
                     if grad is None:
                         grad = torch.zeros_like(params[pname])
-                    blocks[name].append(grad.detach().double().transpose(0, axis).reshape(channels, -1))
+                    rows = grad.detach().double().transpose(0, axis)
+                    rows = rows.reshape(rows.shape[0], -1)
+                    # a member covering a slice of the group: its rows go where its channels sit
+                    local, positions = group.member(module).index_map(group.channels)
+                    placed = torch.zeros(group.channels, rows.shape[1], dtype=rows.dtype)
+                    blocks[name].append(placed.index_add(0, positions, rows.index_select(0, local)))
     return {name: torch.cat(parts, 1) if parts else torch.zeros(ctx.grouped.groups[name].channels, 0,
                                                                  dtype=torch.float64)
             for name, parts in blocks.items()}
@@ -115,4 +120,4 @@ class GradientRedundancy:
         return redundancy_budget(ctx, self.energy)
 
     def __call__(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
-        return {name: scores_from_matrix(g, self.energy) for name, g in gradient_matrices(ctx).items()}
+        return finish(ctx, {name: scores_from_matrix(g, self.energy) for name, g in gradient_matrices(ctx).items()})

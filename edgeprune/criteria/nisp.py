@@ -41,7 +41,8 @@ from torch import nn
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import Weighted, require_batches, run_capturing_inputs, scoring_mode
+from edgeprune.criteria.common import (Weighted, channel_axis, finish, per_channel, require_batches,
+                                       run_capturing_inputs, scoring_mode, to_group)
 from edgeprune.graph import output_layer_name
 
 Norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -130,11 +131,12 @@ def propagate(ctx: ScoreContext, classifier: str, frl_scores: torch.Tensor) -> d
     finally:
         for h in handles:
             h.remove()
-    per_module = {n: g.detach().sum(dim=[d for d in range(g.dim()) if d != 1]) for n, g in zip(names, grads)
+    per_module = {n: per_channel(g.detach(), channel_axis(ctx.grouped.module(n))) for n, g in zip(names, grads)
                   if g is not None}
     scores = {}
     for group_name, group in ctx.grouped.groups.items():
-        found = [per_module[m] for m in group.out_members() if m in per_module]
+        found = [to_group(per_module[m], group.member(m), group.channels) for m in group.out_members()
+                 if m in per_module]
         scores[group_name] = (torch.stack(found).amax(0) if found else torch.zeros(group.channels)).float()
     return scores
 
@@ -158,4 +160,4 @@ class NISP:
         if classifier is None:
             raise ValueError("NISP needs a final classifier layer (Linear or Conv2d)")
         frl = inf_fs(frl_features(ctx, classifier), alpha=self.alpha)
-        return propagate(ctx, classifier, frl)
+        return finish(ctx, propagate(ctx, classifier, frl))

@@ -12,6 +12,7 @@ import torch
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
+from edgeprune.criteria.common import finish
 
 
 @criteria.register("random")
@@ -28,4 +29,4 @@ class RandomScores:
         generator = torch.Generator().manual_seed(self.seed)
         drawn = {name: torch.rand(ctx.grouped.groups[name].channels, generator=generator)
                  for name in sorted(ctx.grouped.groups)}
-        return {name: drawn[name] for name in ctx.grouped.groups}
+        return finish(ctx, {name: drawn[name] for name in ctx.grouped.groups})

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import BatchNorm, filter_l1, group_batchnorms
+from edgeprune.criteria.common import BatchNorm, bn_sum, filter_l1, finish
 
 
 @criteria.register("slimming")
@@ -35,12 +35,9 @@ class NetworkSlimming:
     def __call__(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
         scores = {}
         for name in ctx.grouped.groups:
-            bns = group_batchnorms(ctx, name)
-            if bns:
-                scores[name] = torch.stack([bn.weight.detach().abs().float() for bn in bns]).sum(0)
-            else:
-                scores[name] = filter_l1(ctx, name)
-        return scores
+            summed = bn_sum(ctx, name, lambda bn: bn.weight.detach().abs())
+            scores[name] = summed if summed is not None else filter_l1(ctx, name)
+        return finish(ctx, scores)
 
 
 @dataclass(frozen=True)

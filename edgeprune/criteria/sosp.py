@@ -32,11 +32,12 @@ import torch
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import require_batches, scoring_mode
+from edgeprune.criteria.common import finish, require_batches, scoring_mode, to_group, twice_differentiable
 
 
-def structure_parameters(ctx: ScoreContext, group_name: str) -> list[tuple[str, int]]:
-    """``(parameter name, channel axis)`` of every weight a channel of the group owns."""
+def structure_parameters(ctx: ScoreContext, group_name: str) -> list[tuple[str, int, str]]:
+    """``(parameter name, channel axis, module name)`` of every weight a channel of the group owns
+    (map the module's channels into the group with its member: ``to_group``)."""
     params = dict(ctx.model.named_parameters())
     found = []
     for module_name in ctx.grouped.groups[group_name].out_members():
@@ -45,18 +46,20 @@ def structure_parameters(ctx: ScoreContext, group_name: str) -> list[tuple[str, 
         for kind in ("weight", "bias"):
             full = f"{module_name}.{kind}" if module_name else kind
             if full in params:
-                found.append((full, 0 if kind == "bias" else axis))
+                found.append((full, 0 if kind == "bias" else axis, module_name))
     return found
 
 
 def per_channel_dot(ctx: ScoreContext, group_name: str, left: dict[str, torch.Tensor],
                     right: dict[str, torch.Tensor]) -> torch.Tensor:
     """θ_sᵀ v for every channel s of the group: Σ over the structure's weights of left ⊙ right."""
-    total = torch.zeros(ctx.grouped.groups[group_name].channels, dtype=torch.float64)
-    for name, axis in structure_parameters(ctx, group_name):
+    group = ctx.grouped.groups[group_name]
+    total = torch.zeros(group.channels, dtype=torch.float64)
+    for name, axis, module in structure_parameters(ctx, group_name):
         if name in left and name in right:
             product = (left[name] * right[name]).double()
-            total += product.transpose(0, axis).reshape(product.shape[axis], -1).sum(1)
+            rows = product.transpose(0, axis).reshape(product.shape[axis], -1).sum(1)
+            total += to_group(rows, group.member(module), group.channels)
     return total
 
 
@@ -92,7 +95,8 @@ def gradient_and_hvp(ctx: ScoreContext, hessian: Literal["exact", "gauss-newton"
     hv_sum = {n: torch.zeros_like(p) for n, p in named}
     with scoring_mode(ctx.model):
         for x, y in ctx.batches:
-            output = ctx.model(x)
+            with twice_differentiable():
+                output = ctx.model(x)
             loss = ctx.loss_fn(output, y)
             if hessian == "exact":
                 grads, hv = _exact_hvp(loss, params, theta)
@@ -128,7 +132,7 @@ class SOSPH:
                 for name in ctx.grouped.groups}
 
     def __call__(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
-        return {name: (-first + second).abs().float() for name, (first, second) in self.terms(ctx).items()}
+        return finish(ctx, {name: (-first + second).abs().float() for name, (first, second) in self.terms(ctx).items()})
 
 
 __all__ = ["SOSPH", "gradient_and_hvp", "per_channel_dot", "structure_parameters"]

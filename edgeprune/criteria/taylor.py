@@ -15,6 +15,7 @@ from torch import nn
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext, out_parameters
+from edgeprune.criteria.common import finish, to_group
 
 
 def _gate_contribution(module: nn.Module) -> torch.Tensor | None:
@@ -23,8 +24,11 @@ def _gate_contribution(module: nn.Module) -> torch.Tensor | None:
         if module.weight.grad is None:
             return None
         return module.weight * module.weight.grad + module.bias * module.bias.grad
-    if isinstance(module, (nn.Conv2d, nn.Linear)) and module.weight.grad is not None:
-        term = (module.weight * module.weight.grad).flatten(1).sum(1)
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and module.weight.grad is not None:
+        product = module.weight * module.weight.grad
+        if getattr(module, "transposed", False):
+            product = product.transpose(0, 1)
+        term = product.flatten(1).sum(1)
         if module.bias is not None and module.bias.grad is not None:
             term = term + module.bias * module.bias.grad
         return term
@@ -32,14 +36,16 @@ def _gate_contribution(module: nn.Module) -> torch.Tensor | None:
 
 
 def _group_term(ctx: ScoreContext, group_name: str) -> torch.Tensor:
+    """Σ of the coupled gate terms, each member's channels added where they sit in the group."""
+    group = ctx.grouped.groups[group_name]
     modules = out_parameters(ctx, group_name)
-    bns = [m for _, m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    chosen = bns or [m for _, m in modules]
-    total = torch.zeros(ctx.grouped.groups[group_name].channels)
-    for module in chosen:
+    bns = [(n, m) for n, m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    chosen = bns or modules
+    total = torch.zeros(group.channels)
+    for name, module in chosen:
         contribution = _gate_contribution(module)
         if contribution is not None:
-            total += contribution.detach()
+            total += to_group(contribution.detach().float(), group.member(name), group.channels)
     return total
 
 
@@ -64,4 +70,4 @@ class TaylorFOBN:
             model.zero_grad(set_to_none=True)
             model.train(was_training)
         n = max(len(ctx.batches), 1)
-        return {name: s / n for name, s in sums.items()}
+        return finish(ctx, {name: s / n for name, s in sums.items()})

@@ -32,8 +32,8 @@ import torch
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import (channel_view, feature_modules, l2_normalise, output_hooks,
-                                       require_batches, scoring_mode)
+from edgeprune.criteria.common import (channel_axis, feature_modules, finish, gate_view, l2_normalise,
+                                       output_hooks, require_batches, scoring_mode, to_group)
 
 
 def _gated_products(ctx: ScoreContext, maps: dict[str, tuple[str, ...]], x: torch.Tensor,
@@ -43,11 +43,13 @@ def _gated_products(ctx: ScoreContext, maps: dict[str, tuple[str, ...]], x: torc
     positions: dict[str, int] = {}
 
     def gate_for(name: str):
+        axis = channel_axis(ctx.grouped.module(name))
+
         def fn(output: torch.Tensor) -> torch.Tensor:
-            gate = torch.ones(output.shape[0], output.shape[1], dtype=output.dtype, requires_grad=True)
+            gate = torch.ones(output.shape[0], output.shape[axis], dtype=output.dtype, requires_grad=True)
             gates[name] = gate
-            positions[name] = output[0, 0].numel()
-            return output * channel_view(gate, output)
+            positions[name] = output[0].numel() // output.shape[axis]
+            return output * gate_view(gate, output, axis)
         return fn
 
     names = {n for members in maps.values() for n in members}
@@ -59,11 +61,11 @@ def _gated_products(ctx: ScoreContext, maps: dict[str, tuple[str, ...]], x: torc
                for n, g in zip(used, grads)}
     result = {}
     for group_name, members in maps.items():
-        channels = ctx.grouped.groups[group_name].channels
-        total = torch.zeros(x.shape[0], channels)
+        group = ctx.grouped.groups[group_name]
+        total = torch.zeros(x.shape[0], group.channels)
         for n in members:
-            if n in per_map:
-                total += per_map[n].detach().float()
+            if n in per_map:  # a member covering part of the group adds to its own channels
+                total += to_group(per_map[n].detach().float(), group.member(n), group.channels)
         result[group_name] = total
     return result
 
@@ -90,7 +92,7 @@ class TaylorActivation:
                 for name, products in _gated_products(ctx, maps, x, y).items():
                     sums[name] += self._reduce(products)
         n = len(ctx.batches)
-        return {name: (l2_normalise(s / n) if self.normalise else s / n) for name, s in sums.items()}
+        return finish(ctx, {name: (l2_normalise(s / n) if self.normalise else s / n) for name, s in sums.items()})
 
     def _reduce(self, products: torch.Tensor) -> torch.Tensor:
         """``(N, C)`` per-example position means -> one value per channel."""

@@ -30,7 +30,8 @@ import torch
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import channel_view, feature_modules, output_hooks, require_batches, scoring_mode
+from edgeprune.criteria.common import (channel_axis, feature_modules, finish, from_group, gate_view, output_hooks,
+                                       require_batches, scoring_mode, twice_differentiable)
 
 
 def _hessian_diagonal(grad: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ class TaylorSecondOrder:
             for x, y in ctx.batches:
                 for name, change in self.loss_changes(ctx, maps, x, y).items():
                     sums[name] += change ** 2
-        return {name: s / len(ctx.batches) for name, s in sums.items()}
+        return finish(ctx, {name: s / len(ctx.batches) for name, s in sums.items()})
 
     def loss_changes(self, ctx: ScoreContext, maps: dict[str, tuple[str, ...]], x: torch.Tensor,
                      y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -78,9 +79,24 @@ class TaylorSecondOrder:
         gates = {name: torch.ones(g.channels, dtype=dtype, requires_grad=True)
                  for name, g in ctx.grouped.groups.items()}
         expanded = {name: gate * torch.ones(x.shape[0], 1, dtype=dtype) for name, gate in gates.items()}
-        owner = {m: name for name, members in maps.items() for m in members}
-        fns = {m: (lambda out, g=owner[m]: out * channel_view(expanded[g], out)) for m in owner}
-        with output_hooks(ctx.model, fns):
+        owners: dict[str, list[str]] = {}
+        for name, members in maps.items():
+            for m in members:
+                owners.setdefault(m, []).append(name)
+
+        def gated(m: str):
+            axis = channel_axis(ctx.grouped.module(m))
+
+            def fn(out: torch.Tensor) -> torch.Tensor:
+                # a map covering slices of several groups (a concat branch) gets each group's gates
+                for g in owners[m]:
+                    group = ctx.grouped.groups[g]
+                    gate = from_group(expanded[g], group.member(m), group.channels, out.shape[axis])
+                    out = out * gate_view(gate, out, axis)
+                return out
+            return fn
+        fns = {m: gated(m) for m in owners}
+        with output_hooks(ctx.model, fns), twice_differentiable():
             loss = ctx.loss_fn(ctx.model(x), y)
         names = list(gates)
         if self.hessian == "exact":

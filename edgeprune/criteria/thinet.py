@@ -36,7 +36,7 @@ from torch import nn
 
 from edgeprune.criteria import criteria
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.common import consumers, filter_l1, require_batches, run_capturing_inputs
+from edgeprune.criteria.common import consumers, filter_l1, finish, require_batches, run_capturing_inputs, to_group
 
 
 def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -104,20 +104,35 @@ def thinet_contributions(ctx: ScoreContext, group_name: str | None = None, sampl
                          seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """``{group: {consumer: (m, C) contributions}}`` for one group or all, from ``ctx.batches``."""
     names = [group_name] if group_name is not None else list(ctx.grouped.groups)
-    owner = {c: g for g in names for c in consumers(ctx, g)}
+    owners: dict[str, list[str]] = {}
+    for g in names:
+        for c in consumers(ctx, g):
+            owners.setdefault(c, []).append(g)
     generator = torch.Generator().manual_seed(seed)
-    collected: dict[str, list[torch.Tensor]] = {c: [] for c in owner}
+    collected: dict[str, list[torch.Tensor]] = {c: [] for c in owners}
+
+    def width(consumer: str) -> int:
+        module = ctx.grouped.module(consumer)
+        # a conv is sampled over all its input channels (it may read a concatenation of several
+        # groups) and mapped into each group; a Linear reads one group whole
+        return module.in_channels if isinstance(module, nn.Conv2d) else ctx.grouped.groups[owners[consumer][0]].channels
 
     def take(consumer: str, x: torch.Tensor) -> None:
-        channels = ctx.grouped.groups[owner[consumer]].channels
-        collected[consumer].append(consumer_contributions(ctx.grouped.module(consumer), x, channels,
+        collected[consumer].append(consumer_contributions(ctx.grouped.module(consumer), x, width(consumer),
                                                           samples_per_image, generator))
 
-    run_capturing_inputs(ctx, set(owner), take)
+    run_capturing_inputs(ctx, set(owners), take)
     result: dict[str, dict[str, torch.Tensor]] = {g: {} for g in names}
     for consumer, parts in collected.items():
-        if parts:
-            result[owner[consumer]][consumer] = torch.cat(parts)
+        if not parts:
+            continue
+        stacked = torch.cat(parts)
+        for g in owners[consumer]:
+            group = ctx.grouped.groups[g]
+            if isinstance(ctx.grouped.module(consumer), nn.Conv2d):
+                result[g][consumer] = to_group(stacked, group.member(consumer, "in"), group.channels)
+            else:
+                result[g][consumer] = stacked
     return result
 
 
@@ -179,12 +194,18 @@ def thinet_rescale(ctx: ScoreContext, group_name: str, kept: list[int], samples_
     error never exceeds that of plain removal, since scales of 1 are one candidate).
     """
     kept = sorted(int(k) for k in kept)
-    channels = ctx.grouped.groups[group_name].channels
+    group = ctx.grouped.groups[group_name]
     found = thinet_contributions(ctx, group_name, samples_per_image, seed)[group_name]
     result = {}
     for consumer, contributions in found.items():
         scales = least_squares_scales(contributions, kept)
-        _scale_inputs(ctx.grouped.module(consumer), channels, kept, scales)
+        module = ctx.grouped.module(consumer)
+        if isinstance(module, nn.Conv2d):  # group positions -> this conv's own input channels
+            local, positions = group.member(consumer, "in").index_map(group.channels)
+            where = dict(zip(positions.tolist(), local.tolist()))
+            _scale_inputs(module, module.in_channels, [where[k] for k in kept], scales)
+        else:
+            _scale_inputs(module, group.channels, kept, scales)
         result[consumer] = scales
     return result
 
@@ -215,4 +236,4 @@ class ThiNet:
             score = torch.empty(group.channels)
             score[torch.tensor(order)] = torch.arange(group.channels, dtype=torch.float32)
             scores[name] = score
-        return scores
+        return finish(ctx, scores)

@@ -93,9 +93,10 @@ def _measure_step(state: _State, step: int, inputs: SearchInputs, ref: Reference
 def _prune_step(state: _State, inputs: SearchInputs, criterion: Criterion, cfg: SearchConfig, fraction: float,
                 channel_multiple: int, progress: ProgressSink, step: int) -> bool:
     """Score, remove ``fraction`` of the kept channels, fine-tune; False when nothing can go."""
-    scores = criterion(ScoreContext(state.model, GroupedModel(state.model, inputs.example),
-                                    take_batches(inputs.train_loader, cfg.score_batches)))
-    new_plan = next_plan(state.plan, scores, StepPolicy(fraction, criterion.scope, channel_multiple, cfg.min_keep))
+    grouped = GroupedModel(state.model, inputs.example)
+    scores = criterion(ScoreContext(state.model, grouped, take_batches(inputs.train_loader, cfg.score_batches)))
+    policy = StepPolicy(fraction, criterion.scope, channel_multiple, cfg.min_keep)
+    new_plan = next_plan(state.plan, scores, policy, blocks=grouped.blocks())  # grouped convs prune whole blocks
     if new_plan.groups == state.plan.groups:
         return False  # every group is at its minimum size
     state.model = prune_between(state.model, inputs.example, state.plan, new_plan)

@@ -3,13 +3,20 @@
 Kept counts are rounded to the target's ``channel_multiple`` (vector widths, FINN PE/SIMD
 divisors), every group keeps at least ``min_keep`` of its original channels, and the step never
 removes more than it is asked to.
+
+Grouped convolutions: a group with ``blocks = g > 1`` (it feeds or is produced by a conv with g
+groups) keeps a multiple of g channels and the *same* positions in each of its g equal blocks
+(the conv's weight is ``(out, in/g, k, k)``: every block must lose the same input columns). The
+positions are chosen by the block-summed score of each position. ``blocks`` comes from
+:meth:`edgeprune.graph.GroupedModel.blocks`, or from the scores when a criterion returned them
+(every built-in criterion does).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 import torch
 
@@ -35,6 +42,13 @@ def _floor_count(group: GroupPlan, target: float, policy: StepPolicy) -> int:
     minimum = min(group.channels, math.ceil(minimum / m) * m) if group.channels >= m else minimum
     count = int(math.floor(target / m) * m) if target >= m else int(math.floor(target))
     return max(minimum, min(len(group.kept), count))
+
+
+def _block_count(group: GroupPlan, count: int, blocks: int) -> int:
+    """Round a kept count down to a multiple of ``blocks`` (at least one per block)."""
+    if blocks <= 1:
+        return count
+    return min(len(group.kept), max(blocks, count // blocks * blocks))
 
 
 def _targets_layer(plan: PruningPlan, policy: StepPolicy) -> dict[str, int]:
@@ -79,18 +93,33 @@ def _round_nearest(group: GroupPlan, count: int, policy: StepPolicy) -> int:
     return _floor_count(group, min(nearest, len(group.kept)), policy)
 
 
-def next_plan(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: StepPolicy) -> PruningPlan:
+def _top_in_blocks(s: torch.Tensor, count: int, blocks: int) -> torch.Tensor:
+    """Current positions to keep: the same top positions (by block-summed score) in every block."""
+    size = len(s) // blocks
+    per_block = count // blocks
+    columns = torch.argsort(s.view(blocks, size).sum(0), descending=True, stable=True)[:per_block]
+    return (torch.arange(blocks)[:, None] * size + columns[None, :]).flatten()
+
+
+def next_plan(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: StepPolicy,
+              blocks: Mapping[str, int] | None = None) -> PruningPlan:
     """Apply one step: keep, in each group, the top-scored channels up to its new count.
 
     ``scores`` are in the current (already pruned) model's channel order, i.e. aligned with
-    ``plan.groups[name].kept``.
+    ``plan.groups[name].kept``. ``blocks`` (default: ``scores.blocks`` when present) marks the
+    groups tied to grouped convolutions (see the module doc).
     """
+    blocks = dict(blocks if blocks is not None else getattr(scores, "blocks", None) or {})
     counts = _targets_layer(plan, policy) if policy.scope == "layer" else _targets_global(plan, scores, policy)
     groups = {}
     for name, g in plan.groups.items():
         s = scores[name]
         if len(s) != len(g.kept):
             raise ValueError(f"scores for {name} have {len(s)} entries, plan keeps {len(g.kept)}")
-        top = torch.argsort(s, descending=True, stable=True)[: counts[name]]
+        b = blocks.get(name, 1)
+        if b > 1 and len(g.kept) % b == 0:
+            top = _top_in_blocks(s, _block_count(g, counts[name], b), b)
+        else:
+            top = torch.argsort(s, descending=True, stable=True)[: counts[name]]
         groups[name] = GroupPlan(g.channels, tuple(sorted(g.kept[int(i)] for i in top)))
     return plan.with_groups(groups)

@@ -189,6 +189,8 @@ def drop_dead_neurons(model: nn.Module, masks: Masks, example: torch.Tensor) -> 
     grouped = GroupedModel(model, example)
     out = masks.copy()
     for group in grouped.groups.values():
+        if any(not m.is_full() for m in group.members):
+            continue  # a concat/split member covers a slice: producer channels are not group positions
         outs = [m.module for m in group.members if m.axis == "out"]
         producers = [n for n in outs if isinstance(grouped.module(n), WEIGHTED)]
         has_bn = any(isinstance(grouped.module(n), BatchNorm) for n in outs)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from scipy.stats import kendalltau, spearmanr
 from torch import nn
 
-from edgeprune.criteria.common import channel_view, output_hooks, scoring_mode
+from edgeprune.criteria.common import channel_axis, from_group, gate_view, output_hooks, scoring_mode
 from edgeprune.graph import GroupedModel
 from edgeprune.progress import ProgressSink, null_progress
 
@@ -48,6 +48,18 @@ def mean_loss(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn = F.cr
     return total / count
 
 
+def _gate(mask: torch.Tensor, group, member: str, grouped: GroupedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Zero the member's output channels that the group's ``mask`` removes; slice-aware (a concat
+    member covers part of the group) and layout-aware (token layouts keep channels last)."""
+    axis = channel_axis(grouped.module(member))
+
+    def hook(out: torch.Tensor) -> torch.Tensor:
+        gate = from_group(mask, group.member(member), group.channels, out.shape[axis])
+        return out * gate_view(gate.to(out.dtype), out, axis)
+
+    return hook
+
+
 def oracle_scores(model: nn.Module, grouped: GroupedModel, batches: Sequence[Batch],
                   loss_fn: LossFn = F.cross_entropy) -> dict[str, torch.Tensor]:
     """``{group: ΔL per channel}``: held-out loss with that one channel zeroed, minus the loss.
@@ -59,7 +71,7 @@ def oracle_scores(model: nn.Module, grouped: GroupedModel, batches: Sequence[Bat
         base = mean_loss(model, batches, loss_fn)
         for name, group in grouped.groups.items():
             mask = torch.ones(group.channels)
-            zero = {m: (lambda out: out * channel_view(mask.to(out.dtype), out)) for m in group.out_members()}
+            zero = {m: _gate(mask, group, m, grouped) for m in group.out_members()}
             deltas = torch.zeros(group.channels, dtype=torch.float64)
             with output_hooks(model, zero):
                 for c in range(group.channels):

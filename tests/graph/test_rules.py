@@ -1,0 +1,124 @@
+"""The specific rules: slice-aware scores, grouped-conv patterns, the graph-building guard."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from edgeprune.criteria import get_criterion
+from edgeprune.criteria.base import ScoreContext
+from edgeprune.errors import ConfigError, TraceError
+from edgeprune.graph import GraphBudget, GroupedModel
+from edgeprune.graph.guard import run_guarded
+from edgeprune.plan import GroupPlan, PruningPlan
+from edgeprune.prune import apply_plan
+from edgeprune.search.planner import StepPolicy, next_plan
+from tests.graph.nets import ConcatAdd, GroupedConv, Split
+
+X = torch.rand(1, 3, 16, 16)
+
+
+def test_concat_branches_score_their_own_slice():
+    torch.manual_seed(0)
+    net = ConcatAdd().eval()
+    grouped = GroupedModel(net, X)
+    group = grouped.groups["res.0"]  # 12 channels: residual conv + the two 6-channel branches
+    assert group.member("branch_b.0").positions == tuple(range(6, 12))
+    scores = get_criterion("l1")(ScoreContext(net, grouped, ()))["res.0"]
+    l1 = lambda conv: conv.weight.detach().abs().flatten(1).sum(1)  # noqa: E731
+    expected = l1(net.res[0]) + torch.cat([l1(net.branch_a[0]), l1(net.branch_b[0])])
+    assert torch.allclose(scores, expected)
+
+
+def test_grouped_conv_keeps_identical_patterns_and_refuses_others():
+    torch.manual_seed(0)
+    net = GroupedConv().eval()
+    grouped = GroupedModel(net, X)
+    assert grouped.groups["reduce.0"].blocks == 4 and grouped.groups["grouped.0"].blocks == 4
+    channels = {n: g.channels for n, g in grouped.groups.items()}
+    plan = PruningPlan.identity("g", tuple(X.shape), "l1", channels)
+    scores = get_criterion("l1")(ScoreContext(net, grouped, ()))
+    new = next_plan(plan, scores, StepPolicy(0.3, "layer"))
+    kept = new.groups["reduce.0"].kept
+    assert len(kept) == 8 and {k % 4 for k in kept[:2]} == {k % 4 for k in kept[2:4]}
+    pruned = apply_plan(net, new, X)
+    assert pruned.grouped[0].weight.shape == (8, 2, 3, 3) and pruned(X).shape == (1, 5)
+    bad = new.with_groups({**new.groups, "reduce.0": GroupPlan(16, tuple(range(12)))})  # block 3 emptied
+    with pytest.raises(ConfigError, match="same positions"):
+        apply_plan(net, bad, X)
+
+
+def test_chunk_is_pruned_evenly():
+    torch.manual_seed(0)
+    grouped = GroupedModel(Split().eval(), X)
+    assert grouped.groups["stem.0"].blocks == 2
+    assert "torch.split" in grouped.excluded["mid.0"]
+
+
+def test_guard_stops_a_slow_build_and_caps_nodes():
+    def slow():
+        while True:
+            time.sleep(0.001)
+    start = time.monotonic()
+    with pytest.raises(TraceError, match="took more than"):
+        run_guarded(slow, GraphBudget(seconds=0.3, max_memory_mb=1e9, max_nodes=10**6), "test")
+    assert time.monotonic() - start < 5
+    with pytest.raises(TraceError, match="nodes"):
+        GroupedModel(ConcatAdd().eval(), X, budget=GraphBudget(seconds=60, max_memory_mb=1e9, max_nodes=5))
+
+
+def test_pruned_concat_add_equals_zeroing_the_removed_channels():
+    """Removing channels of the concat->add group is exactly zeroing them in every member map."""
+    from edgeprune.criteria.common import from_group, output_hooks
+
+    torch.manual_seed(0)
+    net = ConcatAdd().eval()
+    with torch.no_grad():
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.bias.uniform_(-0.2, 0.2)
+    grouped = GroupedModel(net, X)
+    group = grouped.groups["res.0"]
+    kept = (0, 2, 3, 5, 7, 8, 11)  # both branches and the residual lose channels
+    plan = PruningPlan.identity("c", tuple(X.shape), "manual", {n: g.channels for n, g in grouped.groups.items()})
+    plan = plan.with_groups({**plan.groups, "res.0": GroupPlan(12, kept)})
+    pruned = apply_plan(net, plan, X)
+    mask = torch.zeros(12)
+    mask[list(kept)] = 1
+    fns = {}
+    for name in ("res.1", "branch_a.1", "branch_b.1"):  # the BN outputs are the group's maps
+        gate = from_group(mask, group.member(name), 12, net.get_submodule(name).num_features)
+        fns[name] = lambda out, gate=gate: out * gate.view(1, -1, 1, 1)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad(), output_hooks(net, fns):
+        zeroed = net(x)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), zeroed, atol=1e-5)
+
+
+@pytest.mark.parametrize("net_cls, group_name, kept, maps", [
+    (GroupedConv, "reduce.0", (1, 2, 5, 6, 9, 10, 13, 14), ("reduce.1",)),  # same 2 of 4 in each block
+    (GroupedConv, "grouped.0", (0, 3, 4, 7, 8, 11, 12, 15), ("grouped.1",)),
+    (Split, "stem.0", (0, 2, 3, 4, 6, 7), ("stem.1",)),  # one channel from each chunk
+])
+def test_pruning_equals_zeroing(net_cls, group_name, kept, maps):
+    from edgeprune.criteria.common import from_group, output_hooks
+
+    torch.manual_seed(0)
+    net = net_cls().eval()
+    grouped = GroupedModel(net, X)
+    group = grouped.groups[group_name]
+    plan = PruningPlan.identity("c", tuple(X.shape), "manual", {n: g.channels for n, g in grouped.groups.items()})
+    pruned = apply_plan(net, plan.with_groups({**plan.groups, group_name: GroupPlan(group.channels, kept)}), X)
+    mask = torch.zeros(group.channels)
+    mask[list(kept)] = 1
+    fns = {n: (lambda out, g=from_group(mask, group.member(n), group.channels,
+                                        net.get_submodule(n).num_features): out * g.view(1, -1, 1, 1))
+           for n in maps}
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad(), output_hooks(net, fns):
+        zeroed = net(x)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), zeroed, atol=1e-5)
