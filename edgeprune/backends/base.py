@@ -101,3 +101,12 @@ class ChannelRounding(Protocol):
     rounds kept channel counts to the larger of this and the target YAML's ``channel_multiple``."""
 
     def channel_multiple(self, compiler_target: dict, precision: str) -> int: ...
+
+
+@runtime_checkable
+class CallTimer(Protocol):
+    """A local backend that can hand out a ready-to-call inference (session loaded, input bound),
+    so two artifacts can be timed call by call in alternation — the steadiest comparison on a busy
+    machine. Returns the callable, the source label and the device description."""
+
+    def timer(self, artifact: Artifact, settings: MeasureSettings) -> tuple[Callable[[], object], str, str]: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -111,10 +112,15 @@ class OnnxRuntimeBackend:
 
         return run
 
-    def measure(self, artifact: Artifact, settings: MeasureSettings) -> Measurement:
+    def timer(self, artifact: Artifact, settings: MeasureSettings) -> tuple[Callable[[], object], str, str]:
+        """One inference on a fixed random input, the session loaded once (see CallTimer)."""
         run = self.load(artifact, settings.threads)
         x = np.random.default_rng(0).random(artifact.input_shape, dtype=np.float32)
-        samples = time_callable(lambda: run(x), settings)
+        return (lambda: run(x)), "measured:onnxruntime-local", cpu_description(settings.threads)
+
+    def measure(self, artifact: Artifact, settings: MeasureSettings) -> Measurement:
+        call, _, _ = self.timer(artifact, settings)
+        samples = time_callable(call, settings)
         return Measurement(
             latency=LatencyStats.from_samples(samples, settings.warmup, "measured:onnxruntime-local"),
             device=cpu_description(settings.threads),

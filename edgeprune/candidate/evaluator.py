@@ -16,9 +16,9 @@ from torch.utils.data import Dataset
 
 from edgeprune.artifact import Artifact
 from edgeprune.backends import CompileOptions, get_backend
-from edgeprune.backends.base import Calibration, ForeignArtifacts, OptionsCheck
+from edgeprune.backends.base import CallTimer, Calibration, ForeignArtifacts, OptionsCheck
 from edgeprune.candidate.candidate import Candidate, Evaluated
-from edgeprune.candidate.paired import Paired, measure_paired
+from edgeprune.candidate.paired import Paired, measure_interleaved, measure_paired
 from edgeprune.candidate.validate import ValidationResult, not_validated, validate_artifact
 from edgeprune.devices import Estimator, RemoteSession
 from edgeprune.errors import ToolchainMissingError
@@ -80,8 +80,13 @@ class Evaluator:
 
     def measure_against(self, artifact: Artifact, candidate: Candidate, reference: Artifact, reference_of: Candidate,
                         goal_ratio: float | None, rounds: int) -> Paired:
-        """Candidate and reference timed in alternating rounds (see :mod:`edgeprune.candidate.paired`)."""
+        """Candidate and reference timed in alternating rounds (see :mod:`edgeprune.candidate.paired`);
+        sample by sample when the profiler can keep both loaded (a local backend with CallTimer)."""
         per_round = replace(self.settings, repeats=max(5, self.settings.repeats // max(rounds, 1)))
+        profiler = self.profilers[artifact.runtime]
+        if isinstance(profiler, CallTimer):
+            return measure_interleaved(profiler.timer(artifact, per_round), profiler.timer(reference, per_round),
+                                       per_round, goal_ratio, rounds, max_rounds=rounds * 4)
         owner = {artifact.path: candidate, reference.path: reference_of}
         return measure_paired(lambda a: self.measure(a, owner[a.path], per_round), artifact, reference,
                               goal_ratio, rounds, max_rounds=rounds * 4)

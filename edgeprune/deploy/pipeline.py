@@ -128,11 +128,12 @@ def _final_tune(cfg: DeployConfig, inputs: SearchInputs, state: tuple[PruningPla
 
 
 def _pair_results(setup: Setup, after: dict[str, Evaluated], result: Candidate, before: dict[str, Evaluated],
-                  baseline: Candidate, rounds: int) -> dict[str, Paired]:
+                  baseline: Candidate, rounds: int, goal_ratio: float) -> dict[str, Paired]:
     """Result and baseline artifacts timed in alternating rounds: the reported speed-up is a
-    ratio from one run, robust to how busy the machine was."""
-    return {rt: setup.evaluator.measure_against(after[rt].artifact, result, before[rt].artifact, baseline, None, rounds)
-            for rt in after}
+    ratio from one run, robust to how busy the machine was; more rounds while the verdict
+    against the budget is undecided."""
+    return {rt: setup.evaluator.measure_against(after[rt].artifact, result, before[rt].artifact, baseline,
+                                                goal_ratio, rounds) for rt in after}
 
 
 def _search_and_tune(cfg: DeployConfig, setup: Setup, inputs: SearchInputs, before: dict[str, Evaluated],
@@ -174,7 +175,8 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     result = Candidate(pruned, _finish_plan(plan, cfg.model.model, loaded, pruned), loaded.example, "result")
     with clock.stage("result: compile + validate + measure", progress):
         after = evaluate_all(setup, result, loaded, progress)
-        paired = _pair_results(setup, after, result, before, baseline, cfg.search.rounds)
+        paired = _pair_results(setup, after, result, before, baseline, cfg.search.rounds,
+                               trace.budget_ms / trace.baseline_ms)
         eager_after = measure_eager(pruned, loaded.example, setup.settings)
     scratch = None
     if cfg.finetune.from_scratch:

@@ -87,7 +87,9 @@ def _budget(rec: DeployRecord, shipped: str) -> dict[str, Any]:
     return {"requested": rec.cfg.budget.describe(), "latency_ms": rec.trace.budget_ms, "met": rec.meets(shipped),
             "verdict": "estimated" if estimated else "measured", "source": source,
             "measured_on": None if estimated else shipped, "estimated_for": shipped if estimated else None,
-            "baseline_ms": rec.trace.baseline_ms, "resolved_on": rec.trace.runtime}
+            "baseline_ms": rec.trace.baseline_ms, "resolved_on": rec.trace.runtime,
+            "judged_on": "ratio to the baseline, interleaved" if rec.cfg.budget.ratio is not None else "result median",
+            "ratio": rec.paired[shipped].ratio, "requested_ratio": rec.cfg.budget.ratio}
 
 
 def _not_done_here(rec: DeployRecord, shipped: str) -> list[str]:

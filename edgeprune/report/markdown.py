@@ -32,7 +32,8 @@ def render_markdown(m: dict) -> str:
         "",
         f"- Shipped runtime: **{m['runtime']}** (`{m['artifact']}`)",
         f"- Budget: {m['budget']['requested']} = {m['budget']['latency_ms']:.3f} ms → "
-        f"**{'met' if m['budget']['met'] else 'NOT met'}** ({r['latency_ms']['median']:.3f} ms "
+        f"**{'met' if m['budget']['met'] else 'NOT met'}**, judged on the {m['budget']['judged_on']} "
+        f"({r['latency_ms']['median']:.3f} ms "
         f"{'ESTIMATED, not measured' if m['budget']['verdict'] == 'estimated' else 'measured'}; "
         f"{m['speedup']:.2f}× faster than the unpruned model, interleaved in one run)",
         f"- Accuracy (top-1 of the compiled artifact on {m['data']['val_samples']} validation samples): "

@@ -65,3 +65,26 @@ def test_decided_means_the_spread_is_on_one_side(spread, goal, decided):
     m = Measurement(LatencyStats.from_samples([1.0], 0, "measured:test"), "test")
     paired = Paired(spread, (1.0, 1.0), m, m)
     assert paired.decided(goal) is decided
+
+
+def test_interleaved_timing_alternates_calls_and_finds_the_ratio():
+    """Two loaded callables timed block by block: a loop a quarter as long measures far shorter."""
+    from edgeprune.candidate.paired import measure_interleaved
+    from edgeprune.profilers.base import MeasureSettings
+
+    order: list[str] = []
+
+    def work(n: int, tag: str):
+        def call() -> int:
+            order.append(tag)
+            return sum(range(n))
+        return call, "measured:test", "cpu"
+
+    settings = MeasureSettings(warmup=1, repeats=6, min_repeat_ms=2.0)
+    paired = measure_interleaved(work(10_000, "c"), work(40_000, "r"), settings, goal_ratio=None, rounds=3,
+                                 max_rounds=3)
+    assert 0.1 < paired.ratio < 0.7 and len(paired.ratios) == 3  # 0.25 on a quiet machine
+    timed = order[4:]  # after warm-up and the calls-per-sample probe
+    switches = sum(1 for a, b in zip(timed, timed[1:]) if a != b)
+    assert switches >= 3 * 6  # the two alternate within every round, not one round each
+    assert paired.candidate.details["repeats_per_round"] == 6
