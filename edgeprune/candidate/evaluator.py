@@ -19,7 +19,7 @@ from edgeprune.backends import CompileOptions, get_backend
 from edgeprune.backends.base import CallTimer, Calibration, ForeignArtifacts, OptionsCheck
 from edgeprune.candidate.candidate import Candidate, Evaluated
 from edgeprune.candidate.paired import Paired, measure_interleaved, measure_paired
-from edgeprune.candidate.validate import ValidationResult, not_validated, validate_artifact
+from edgeprune.candidate.validate import ValidationResult, not_validated, tolerance_for, validate_artifact
 from edgeprune.devices import Estimator, RemoteSession
 from edgeprune.errors import ToolchainMissingError
 from edgeprune.profilers.base import MeasureSettings, Measurement, Profiler
@@ -50,6 +50,7 @@ class Evaluator:
     settings: MeasureSettings
     profilers: dict[str, Profiler] = field(default_factory=dict)
     calibration: Calibration = field(default_factory=Calibration)
+    max_accuracy_drop: float | None = None  # the user's bound for quantized artifacts (else the precision's default)
 
     def options(self, precision: str, layers: dict[str, str] | None = None) -> CompileOptions:
         return CompileOptions(self.target.name, dict(self.target.compiler_target), self.cache_dir,
@@ -111,7 +112,8 @@ class Evaluator:
         limit = EMULATED_VALIDATION_SAMPLES if where == "qemu" else None
         try:
             return validate_artifact(session, candidate.model, dataset, candidate.example.shape[0],
-                                     precision=artifact.precision, runtime=f"{artifact.runtime} ({where})", limit=limit)
+                                     precision=artifact.precision, runtime=f"{artifact.runtime} ({where})", limit=limit,
+                                     tolerance=tolerance_for(artifact.precision, self.max_accuracy_drop))
         except ToolchainMissingError as exc:
             if where != "qemu":
                 raise

@@ -1,10 +1,11 @@
 """After compile: run the artifact on the validation set and hold it to the PyTorch model.
 
 Like optimum's exporters, a mismatch is a typed error, never a warning: an artifact that
-disagrees with the model it claims to be is not shipped. Tolerances are per *precision*: float
-artifacts must match the logits closely (compilers reorder sums; fp16 rounds), while quantised
-ones are held to what quantisation can promise — the same top-1 answer on nearly every sample and
-at most a stated accuracy drop — because their logits legitimately differ.
+disagrees with the model it claims to be is not shipped. Tolerances are per *precision*
+(:class:`edgeprune.quantize.precision.Tolerance`): float artifacts must match the logits closely
+(compilers reorder sums; fp16 rounds), while quantised ones are held to what quantisation can
+promise — the same top-1 answer on nearly every sample and at most a stated accuracy drop —
+because their logits legitimately differ.
 """
 
 from __future__ import annotations
@@ -17,34 +18,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgeprune.backends.base import Session
-from edgeprune.errors import ConfigError, ValidationError
+from edgeprune.errors import ValidationError
+from edgeprune.quantize.precision import PrecisionSpec, Tolerance, check
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """``atol``/``rtol`` bound every logit (``None``: not checked); ``min_agreement`` is the share
-    of samples whose top-1 must equal PyTorch's; ``max_accuracy_drop`` bounds the top-1 loss."""
-
-    atol: float | None
-    rtol: float | None
-    min_agreement: float | None = None
-    max_accuracy_drop: float | None = None
-
-
-TOLERANCES = {
-    "fp32": Tolerance(atol=1e-3, rtol=1e-3),
-    "fp16": Tolerance(atol=2e-2, rtol=2e-2, min_agreement=0.99),
-    "int8": Tolerance(atol=None, rtol=None, min_agreement=0.95, max_accuracy_drop=0.02),
-}
-
-
-def tolerance_for(precision: str) -> Tolerance:
-    """The tolerance of a precision; low-bit integer widths (``w4a8``...) share int8's rules."""
-    if precision in TOLERANCES:
-        return TOLERANCES[precision]
-    if precision.startswith(("int", "w")):
-        return TOLERANCES["int8"]
-    raise ConfigError(f"no validation tolerance for precision {precision!r}; known: {', '.join(TOLERANCES)}")
+def tolerance_for(precision: str, max_accuracy_drop: float | None = None) -> Tolerance:
+    """The precision's tolerance (one definition, in :mod:`edgeprune.quantize.precision`); a user's
+    ``--max-accuracy-drop`` replaces the default bound for integer precisions."""
+    tol = Tolerance.for_precision(PrecisionSpec.parse(precision))
+    if max_accuracy_drop is not None and tol.max_accuracy_drop is not None:
+        tol = replace(tol, max_accuracy_drop=max_accuracy_drop)
+    return tol
 
 
 @dataclass(frozen=True)
@@ -75,23 +59,6 @@ def _run_both(session: Session, model: nn.Module, xs: torch.Tensor, batch: int) 
     return np.concatenate(got), np.concatenate(want)
 
 
-def _check(result: ValidationResult, out: np.ndarray, ref: np.ndarray, tol: Tolerance, runtime: str) -> None:
-    """Raise one line naming the rule the artifact broke."""
-    if tol.atol is not None and tol.rtol is not None:
-        excess = np.abs(out - ref) - (tol.atol + tol.rtol * np.abs(ref))
-        if np.any(excess > 0):
-            raise ValidationError(
-                f"{runtime} artifact output differs from PyTorch: max |error| {result.max_abs_error:.2e} "
-                f"exceeds atol {tol.atol:g} + rtol {tol.rtol:g} by {float(excess.max()):.2e}")
-    if tol.min_agreement is not None and result.top1_agreement < tol.min_agreement:
-        raise ValidationError(f"{runtime} artifact ({result.precision}) agrees with PyTorch's top-1 on "
-                              f"{result.top1_agreement:.1%} of samples; needs {tol.min_agreement:.0%}")
-    drop = result.reference_accuracy - result.accuracy
-    if tol.max_accuracy_drop is not None and drop > tol.max_accuracy_drop:
-        raise ValidationError(f"{runtime} artifact ({result.precision}) loses {drop:.1%} top-1 against the "
-                              f"float model; at most {tol.max_accuracy_drop:.1%} allowed")
-
-
 def validate_artifact(session: Session, model: nn.Module, dataset: Dataset, batch: int,
                       precision: str = "fp32", runtime: str = "artifact", limit: int | None = None,
                       tolerance: Tolerance | None = None) -> ValidationResult:
@@ -106,14 +73,15 @@ def validate_artifact(session: Session, model: nn.Module, dataset: Dataset, batc
     xs = torch.stack([dataset[i][0] for i in range(n)])
     ys = np.array([int(dataset[i][1]) for i in range(n)])
     out, ref = _run_both(session, model, xs, batch)
+    try:
+        checked = check(tol, out, ref, ys)
+    except ValidationError as exc:
+        raise ValidationError(f"{runtime} ({precision}) fails validation against PyTorch: {exc}") from None
     result = ValidationResult(
-        accuracy=float((out.argmax(1) == ys).mean()),
-        reference_accuracy=float((ref.argmax(1) == ys).mean()),
-        max_abs_error=float(np.abs(out - ref).max()),
-        top1_agreement=float((out.argmax(1) == ref.argmax(1)).mean()),
+        accuracy=float(checked.accuracy), reference_accuracy=float(checked.reference_accuracy),
+        max_abs_error=checked.max_abs_error, top1_agreement=checked.top1_agreement,
         samples=len(ys), tolerance=asdict(tol), precision=precision,
     )
-    _check(result, out, ref, tol, runtime)
     if limit is not None:
         from edgeprune.data import make_loader
         from edgeprune.training.finetune import pytorch_accuracy

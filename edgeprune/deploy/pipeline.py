@@ -164,7 +164,7 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
     with clock.stage("load", progress):
         loaded = load_inputs(cfg.model, cfg.data, setup.cache_dir, progress)
     inputs = _search_inputs(cfg, loaded)
-    setup = replace(setup, evaluator=replace(setup.evaluator,
+    setup = replace(setup, evaluator=replace(setup.evaluator, max_accuracy_drop=cfg.precision.max_accuracy_drop,
                                              calibration=calibration_for(cfg.precision, loaded, setup.precisions)))
     with clock.stage("baseline: compile + validate + measure", progress):
         baseline, before, choice = baseline_stage(cfg, setup, loaded, initial_plan(inputs, cfg.search.criterion, FP32),

@@ -32,3 +32,15 @@ def rapl_unavailable_reason() -> str | None:
     except (OSError, ValueError) as exc:
         return f"not measurable: RAPL counter unreadable ({exc.__class__.__name__})"
     return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, ARM ``Features``); empty where unreadable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()

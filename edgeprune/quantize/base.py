@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 import numpy as np
 
 from edgeprune.errors import CompileError, DataError, ToolchainMissingError
+from edgeprune.profilers.host import cpu_flags
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -156,16 +157,7 @@ def quantizable_nodes(path: Path) -> list[str]:
     return [n.name for n in nodes]
 
 
-def host_cpu_flags() -> set[str]:
-    """CPU feature flags of this host (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+host_cpu_flags = cpu_flags  # one definition: edgeprune.profilers.host
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,8 +12,9 @@ import os
 import platform
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
+
+from edgeprune.profilers.host import cpu_flags
 
 # /proc/cpuinfo flag -> LLVM feature, for hosts whose CPU LLVM cannot name (mcpu: auto fallback).
 _CPUINFO_FEATURES = {
@@ -54,16 +55,7 @@ def host_cpu_attrs() -> dict:
     return {"mattr": features} if features else {}
 
 
-def _cpuinfo_flags() -> set[str]:
-    """The CPU's feature flags (x86 ``flags``, ARM ``Features``), empty where unreadable."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+_cpuinfo_flags = cpu_flags  # one definition: edgeprune.profilers.host
 
 
 def target_arch(target: Mapping[str, Any]) -> str:
