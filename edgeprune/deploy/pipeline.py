@@ -148,7 +148,8 @@ def _search_and_tune(cfg: DeployConfig, setup: Setup, inputs: SearchInputs, befo
         with clock.stage("search: prune + fine-tune + measure", progress):
             ref = Reference(trace.runtime, before[trace.runtime].artifact, baseline)
             multiple = channel_multiple(setup.target.channel_multiple, setup.target.compiler_target, trace.runtime,
-                                        baseline.precision)
+                                        baseline.precision, before[trace.runtime].measurement.details)
+            progress.log(f"kept channel counts are rounded to multiples of {multiple}")
             outcome = run_search(inputs, cfg.search, ref, setup.evaluator, multiple, checkpoint, state, progress)
             state = (outcome.plan, outcome.model, outcome.trace)
         with clock.stage("final fine-tune", progress):

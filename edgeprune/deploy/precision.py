@@ -134,13 +134,17 @@ def with_precision(candidate: Candidate, precision: str, layers: dict[str, str])
     return replace(candidate, plan=plan)
 
 
-def channel_multiple(target_multiple: int, compiler_target: dict, runtime: str, precision: str) -> int:
+def channel_multiple(target_multiple: int, compiler_target: dict, runtime: str, precision: str,
+                     measured: dict[str, Any] | None = None) -> int:
     """What the search rounds kept channel counts to: the target YAML's multiple, raised to what the
-    runtime's kernels want at this precision when the backend says (TensorRT's formats)."""
+    runtime's kernels want at this precision when the backend says (TensorRT's formats), and to
+    what a board reported for the baseline engine (``engine_channel_multiple`` from trtexec's
+    layer info) when a board measured it."""
     from math import lcm
 
     from edgeprune.backends.base import ChannelRounding
 
     backend = get_backend(runtime)
     wanted = backend.channel_multiple(compiler_target, precision) if isinstance(backend, ChannelRounding) else 1
-    return lcm(target_multiple, wanted)
+    on_board = int((measured or {}).get("engine_channel_multiple") or 1)
+    return lcm(target_multiple, wanted, on_board)
