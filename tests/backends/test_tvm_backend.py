@@ -170,20 +170,16 @@ def test_tuning_fills_a_database_that_a_variant_with_the_same_shapes_reuses(tiny
 
 
 @pytest.mark.slow
-def test_pruned_to_a_quarter_of_the_macs_measures_faster(example, tmp_path):
-    """Width 32 vs 16 is ~1/4 of the MACs: tuned with the same small budget, the medians must
-    differ by far more than the noise of a shared CI runner (expected ~3x, asserted 1.5x)."""
+def test_a_pruned_variant_gets_tuned_for_its_own_workloads(example, tmp_path):
+    """Width 32 vs 16: the narrower net has other kernel shapes, so the shared database does not
+    cover it and it is tuned itself (whether it is faster is a benchmark's question:
+    bench/bench_runtimes.py, never a timed unit test)."""
     backend = get_backend("tvm")
     artifacts = {}
     for width in (32, 16):
         torch.manual_seed(0)
         model = build_demo_net(width=width).eval()
-        artifacts[width] = backend.compile(model, example, tmp_path / f"w{width}",
-                                           _options(tmp_path, 40))
+        artifacts[width] = backend.compile(model, example, tmp_path / f"w{width}", _options(tmp_path, 40))
         assert artifacts[width].meta["tuned"] is True
-    settings = MeasureSettings(warmup=5, repeats=15, min_repeat_ms=20)
-    medians: dict[int, list[float]] = {32: [], 16: []}
-    for _ in range(2):  # alternate, so a burst of load on a shared runner hits both models
-        for width, artifact in artifacts.items():
-            medians[width].append(backend.measure(artifact, settings).latency.median)
-    assert min(medians[16]) * 1.5 < min(medians[32]), medians
+    assert artifacts[16].meta["new_trials"] > 0  # its workloads were not in the database yet
+    assert artifacts[16].path.read_bytes() != artifacts[32].path.read_bytes()
