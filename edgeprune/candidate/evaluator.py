@@ -76,7 +76,7 @@ class Evaluator:
         """Time the artifact on the device, or estimate it (labelled) where no device can run it."""
         profiler = self.profilers[artifact.runtime]
         if isinstance(profiler, Estimator):
-            return profiler.estimate_model(candidate.model, candidate.example)
+            return profiler.estimate_model(candidate.model, candidate.example, artifact.precision)
         return profiler.measure(artifact, settings or self.settings)
 
     def measure_against(self, artifact: Artifact, candidate: Candidate, reference: Artifact, reference_of: Candidate,

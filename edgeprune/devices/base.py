@@ -64,7 +64,7 @@ class Estimator(Protocol):
     """A profiler that computes a figure from the model (labelled ``estimate:...``) instead of
     timing the compiled artifact."""
 
-    def estimate_model(self, model: "nn.Module", example: "torch.Tensor") -> "Measurement": ...
+    def estimate_model(self, model: "nn.Module", example: "torch.Tensor", precision: str | None = None) -> "Measurement": ...
 
 
 @runtime_checkable

@@ -9,7 +9,7 @@ always labelled ``estimate:roofline`` so no report mistakes it for a number from
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -139,9 +139,20 @@ class RooflineProfiler:
                      "peak_gflops": self.peak, "bandwidth_gbs": self.bandwidth},
         )
 
-    def estimate_model(self, model: nn.Module, example: torch.Tensor) -> Measurement:
-        """Estimate straight from a PyTorch model (runs it once on ``example``)."""
-        return self.estimate(layer_costs(model, example, self.precision))
+    def estimate_model(self, model: nn.Module, example: torch.Tensor, precision: str | None = None) -> Measurement:
+        """Estimate straight from a PyTorch model (runs it once on ``example``) at ``precision``
+        (default: this profiler's). A precision the YAML states no peak for is estimated at the
+        fp32 peak and says so in the device label (a slower, labelled bound, never an invention)."""
+        wanted = precision or self.precision
+        if wanted == self.precision:
+            return self.estimate(layer_costs(model, example, self.precision))
+        has_peak = self.target.compute is not None and wanted in self.target.compute.peak_gflops
+        other = RooflineProfiler(self.target, wanted if has_peak else "fp32", self.efficiency)
+        estimate = other.estimate(layer_costs(model, example, wanted))
+        if not has_peak:
+            estimate = replace(estimate, device=f"{self.target.name} (roofline at the fp32 peak: the target "
+                                                f"states none for {wanted}; not measured)")
+        return estimate
 
     def measure(self, artifact: Artifact, settings: MeasureSettings) -> Measurement:
         """Profiler-protocol entry: needs ``macs`` and ``bytes`` in the artifact's meta.
