@@ -96,7 +96,8 @@ def deploy(
     kind = "ESTIMATED (no board)" if budget["verdict"] == "estimated" else "measured"
     verdict = "met" if budget["met"] else "NOT met"
     if budget["requested_ratio"] is not None:  # judged on the interleaved ratio: robust to load drift
-        judged = f"budget {budget['requested_ratio']}x {verdict} at {budget['ratio']:.2f}x the baseline timed beside it"
+        beside = "both estimated" if budget["verdict"] == "estimated" else "timed beside it"
+        judged = f"budget {budget['requested_ratio']}x {verdict} at {budget['ratio']:.2f}x the baseline, {beside}"
     else:
         judged = f"budget {budget['latency_ms']:.3f} ms {verdict}"
     print(f"{manifest['runtime']} {manifest['precision']['default']}: {b['latency_ms']['median']:.3f} ms -> "
