@@ -8,15 +8,10 @@ onnxruntime, as a board must).
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,8 +23,9 @@ from edgeprune.profilers.base_settings import MeasureSettings
 from edgeprune.profilers.ssh import SshRunner
 from edgeprune.devices import Reach, parse_device
 from edgeprune.targets import PowerMeasurement
+from tests.services import _free_port
+from tests.sshd import SSHD, SshHost, loopback_sshd
 
-SSHD = Path("/usr/sbin/sshd")
 SETTINGS = MeasureSettings(warmup=2, repeats=7, min_repeat_ms=2.0)
 
 pytestmark = [
@@ -39,77 +35,11 @@ pytestmark = [
 ]
 
 
-@dataclass(frozen=True)
-class SshHost:
-    port: int
-    user: str
-    client_key: Path
-    known_hosts: Path
-    other_known_hosts: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True,
-                   stdin=subprocess.DEVNULL)
-    return path.with_suffix(".pub").read_text().strip()
-
-
-def _user() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
-
-
 @pytest.fixture(scope="session")
 def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
     """A private sshd: host key checked by the client, key-only login as the current user."""
-    root = tmp_path_factory.mktemp("sshd")
-    host_pub = _keygen(root / "host_key")
-    client_pub = _keygen(root / "client_key")
-    (root / "authorized_keys").write_text(client_pub + "\n")
-    port = _free_port()
-    config = root / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_key'}",
-        f"AuthorizedKeysFile {root / 'authorized_keys'}", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "UsePAM no", "StrictModes no",
-        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp",  # scp >= 9 uses SFTP
-        f"PidFile {root / 'sshd.pid'}", "LogLevel INFO", "",
-    ]))
-    known = root / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
-    impostor = _keygen(root / "impostor_key")
-    other = root / "other_known_hosts"
-    other.write_text(f"[127.0.0.1]:{port} {' '.join(impostor.split()[:2])}\n")
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation folder
-    log = root / "sshd.log"
-    proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(log)], start_new_session=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited: {log.read_text()[-400:] if log.exists() else ''}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("sshd did not listen within 15 s")
-                time.sleep(0.05)
-        yield SshHost(port, _user(), root / "client_key", known, other)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as host:
+        yield host
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from edgeprune.errors import CompileError
 from edgeprune.profilers.base_settings import MeasureSettings
 from edgeprune.profilers.ssh import SshRunner
 from edgeprune.targets import PowerMeasurement
-from trt_sshd import SSHD, SshHost, loopback_sshd
+from tests.sshd import SSHD, SshHost, loopback_sshd
 
 DATA = Path(__file__).with_name("data")
 PY = shlex.quote(sys.executable)

@@ -1,5 +1,6 @@
-"""A private sshd on 127.0.0.1 for the TensorRT board-flow test (same recipe as
-tests/profilers/test_ssh.py): own host key, key-only login as the current user, host key checked."""
+"""A private sshd on 127.0.0.1 for the SSH tests (ONNX Runtime runner, TensorRT board flow): its
+own host key, key-only login as the current user, host key checked by the client; a second
+known_hosts file pins an impostor key (for the "wrong host key is refused" test)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.services import _free_port
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -23,12 +26,7 @@ class SshHost:
     user: str
     client_key: Path
     known_hosts: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    other_known_hosts: Path  # pins a different key: the client must refuse the real host
 
 
 def _keygen(path: Path) -> str:
@@ -72,13 +70,15 @@ def loopback_sshd(root: Path) -> Iterator[SshHost]:
     config = _config(root, port)
     known = root / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    other = root / "other_known_hosts"
+    other.write_text(f"[127.0.0.1]:{port} {' '.join(_keygen(root / 'impostor_key').split()[:2])}\n")
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation folder
     log = root / "sshd.log"
     proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(log)], start_new_session=True,
                             stdin=subprocess.DEVNULL)
     try:
         _wait_listening(proc, port, log)
-        yield SshHost(port, pwd.getpwuid(os.getuid()).pw_name, root / "client_key", known)
+        yield SshHost(port, pwd.getpwuid(os.getuid()).pw_name, root / "client_key", known, other)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
