@@ -8,6 +8,7 @@ methods, so importing a backend module is cheap.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
@@ -20,6 +21,7 @@ backends: Registry = Registry("runtime")
 _HELPERS = {"base", "onnx_export"}  # modules here that are not backends
 
 
+@functools.cache  # imports and entry points are scanned once per process, not on every lookup
 def load_builtin() -> Registry:
     """Import every backend module (registration is a side effect of the import); idempotent."""
     for info in pkgutil.iter_modules(__path__):

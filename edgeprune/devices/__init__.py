@@ -13,6 +13,7 @@ Two registries, both open:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from typing import Callable
@@ -29,6 +30,7 @@ _HELPERS = {"base", "reach"}
 ANY = "*"
 
 
+@functools.cache  # imports and entry points are scanned once per process, not on every lookup
 def load_builtin() -> None:
     """Import every scheme module here and every backend (backends register measurers)."""
     for info in pkgutil.iter_modules(__path__):

@@ -8,13 +8,14 @@ into chunks of that size (the last one padded) instead of assuming a dynamic bat
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from edgeprune.errors import CompileError, DataError, ToolchainMissingError
+from edgeprune.errors import CompileError, ConfigError, DataError, ToolchainMissingError
 from edgeprune.profilers.host import cpu_flags
 
 if TYPE_CHECKING:
@@ -163,3 +164,31 @@ host_cpu_flags = cpu_flags  # one definition: edgeprune.profilers.host
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def float_layers(spec: "PrecisionSpec", quantizer: str, allowed: Sequence[str]) -> list[str]:
+    """The layers a quantizer's per-layer overrides keep in fp32 (sorted); an override it cannot
+    honour is a one-line ConfigError naming the layer."""
+    for layer, value in spec.per_layer.items():
+        if value not in allowed:
+            raise ConfigError(f"{quantizer}: layer {layer!r} asks for {value!r}; per-layer precision here is "
+                              f"{' or '.join(allowed)}")
+    return sorted(k for k, v in spec.per_layer.items() if v == "fp32")
+
+
+def ort_placed_graph(path: Path, level: str) -> Any:
+    """The graph ONNX Runtime's CPU provider actually runs, after its optimiser at ``level``
+    (``"extended"``: with QDQ fusion; ``"none"``: only the provider's own Cast insertion)."""
+    require_ort()
+    import onnx
+    import onnxruntime as ort
+
+    levels = {"extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    with tempfile.TemporaryDirectory(prefix="edgeprune-ortgraph-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = levels[level]
+        opts.optimized_model_filepath = str(Path(tmp) / "placed.onnx")
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        return onnx.load(opts.optimized_model_filepath).graph

@@ -20,14 +20,13 @@ Choices recorded in the artifact meta:
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.errors import ConfigError
-from edgeprune.quantize.base import QuantResult, require_ort
+from edgeprune.quantize.base import QuantResult, ort_placed_graph, require_ort
 from edgeprune.quantize.fp16 import check_fp16_safety, convert_fp16
 from edgeprune.quantize.ort_int8 import (
     OrtInt8Config,
@@ -111,17 +110,9 @@ def build_int8(src: Path, dst: Path, batches: Sequence[np.ndarray], method: str,
 def fp16_fallback_casts(path: Path) -> int:
     """Casts ONNX Runtime's CPU provider inserts into an FP16 graph on this host: each marks nodes
     it has no FP16 kernel for and therefore computes in FP32."""
-    require_ort()
     import onnx
-    import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="edgeprune-fp16k-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.optimized_model_filepath = str(Path(tmp) / "placed.onnx")
-        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        placed = sum(n.op_type == "Cast" for n in onnx.load(opts.optimized_model_filepath).graph.node)
+    placed = sum(n.op_type == "Cast" for n in ort_placed_graph(path, "none").node)
     written = sum(n.op_type == "Cast" for n in onnx.load(str(path)).graph.node)
     return max(0, placed - written)
 

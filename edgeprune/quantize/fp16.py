@@ -25,7 +25,7 @@ import numpy as np
 from edgeprune.errors import CompileError, ConfigError, ValidationError
 from edgeprune.quantize import quantizers
 from edgeprune.quantize.base import (
-    QuantResult, chunks, fixed_batch, open_session, ort_version, require_ort, run_onnx,
+    QuantResult, chunks, fixed_batch, float_layers, open_session, ort_version, require_ort, run_onnx,
 )
 from edgeprune.quantize.precision import PrecisionSpec, Tolerance, ToleranceResult, check
 
@@ -184,8 +184,4 @@ class Fp16Quantizer:
         """``calibration`` is unused: FP16 needs no ranges (run :func:`check_fp16_safety` on it)."""
         if spec.name != "fp16":
             raise ConfigError(f"{NAME} writes fp16 only, not {spec.name!r}")
-        bad = {k: v for k, v in spec.per_layer.items() if v not in LAYER_PRECISIONS}
-        if bad:
-            layer, value = next(iter(bad.items()))
-            raise ConfigError(f"{NAME}: layer {layer!r} asks for {value!r}; per-layer precision here is fp16 or fp32")
-        return convert_fp16(src, dst, sorted(k for k, v in spec.per_layer.items() if v == "fp32"))
+        return convert_fp16(src, dst, float_layers(spec, NAME, LAYER_PRECISIONS))

@@ -30,7 +30,8 @@ import numpy as np
 from edgeprune.errors import CompileError, ConfigError
 from edgeprune.quantize import quantizers
 from edgeprune.quantize.base import (
-    QuantResult, calibration_reader, host_cpu_flags, ort_version, quantizable_nodes, require_ort,
+    QuantResult, calibration_reader, float_layers, host_cpu_flags, ort_placed_graph, ort_version, quantizable_nodes,
+    require_ort,
 )
 from edgeprune.quantize.precision import PrecisionSpec
 
@@ -168,12 +169,7 @@ class OrtInt8Quantizer:
                  calibration: Sequence[np.ndarray]) -> QuantResult:
         if spec.name != "int8":
             raise ConfigError(f"{NAME} writes int8 (w8a8) only, not {spec.name!r}")
-        bad = {k: v for k, v in spec.per_layer.items() if v not in LAYER_PRECISIONS}
-        if bad:
-            layer, value = next(iter(bad.items()))
-            raise ConfigError(f"{NAME}: layer {layer!r} asks for {value!r}; per-layer precision here is int8 or fp32")
-        exclude = sorted(k for k, v in spec.per_layer.items() if v == "fp32")
-        return quantize_int8(src, dst, calibration, self.config, exclude)
+        return quantize_int8(src, dst, calibration, self.config, float_layers(spec, NAME, LAYER_PRECISIONS))
 
 
 
@@ -184,17 +180,7 @@ def ort_kernel_counts(path: Path) -> dict[str, int]:
     between DQ and Q runs in float plus conversion overhead. Counting ``Conv`` vs ``QLinearConv``
     here says which layers really run integer kernels on this host.
     """
-    require_ort()
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="edgeprune-ortopt-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        counts: dict[str, int] = {}
-        for node in onnx.load(opts.optimized_model_filepath).graph.node:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    counts: dict[str, int] = {}
+    for node in ort_placed_graph(path, "extended").node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
