@@ -53,6 +53,10 @@ def _session(path: Path, threads: int | None):
         ) from None
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads block instead of spin-waiting: edgeprune keeps a candidate and its
+    # reference loaded side by side, and two pools spinning on a shared 2-core machine stole each
+    # other's cores (measured: docs/measurement.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -69,6 +73,22 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     precisions = ("fp32", "fp16", "int8")  # fp16 builds, but runs no faster on x86 CPUs (measured)
+
+    def channel_multiple(self, compiler_target: dict, precision: str) -> int:
+        """16 on an AVX-512 host, 8 on AVX2, else no opinion (1): ONNX Runtime's CPU kernels pad
+        channels to their block width (MLAS NCHWc blocks for fp32, QLinearConv's for int8), so a
+        count between two multiples of 16 costs what the next multiple costs on an AVX-512 Xeon
+        (measured: bench/bench_channel_rounding.py, docs/channel_rounding.md; fp32 C = 52..64 within
+        1 %, int8 +42 % time for +13 % MACs at 64 -> 68). Rounding the search to it keeps only
+        counts that change the latency. AVX2's 8 is MLAS's block width, not measured here; an
+        ONNX Runtime on a board (``mtriple`` not x86) is left to the target YAML."""
+        from edgeprune.profilers.host import cpu_flags
+
+        triple = str(compiler_target.get("mtriple") or "")
+        if (triple and not triple.startswith("x86_64")) or precision not in ("fp32", "int8"):
+            return 1
+        flags = cpu_flags()
+        return 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
 
     def unavailable_reason(self) -> str | None:
         try:

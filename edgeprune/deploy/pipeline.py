@@ -21,7 +21,7 @@ from edgeprune.candidate.paired import Paired
 from edgeprune.data import make_loader
 from edgeprune.deploy.config import DeployConfig
 from edgeprune.deploy.precision import builds, calibration_for, channel_multiple
-from edgeprune.deploy.runtimes import choose_runtimes
+from edgeprune.deploy.runtimes import choose_runtimes, result_runtimes
 from edgeprune.deploy.stages import Setup, baseline_stage, evaluate_all
 from edgeprune.devices import profiler_for, resolve_reach
 from edgeprune.errors import ConfigError
@@ -174,8 +174,11 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
         eager_before = measure_eager(loaded.model, loaded.example, setup.settings)
     plan, pruned, trace = _search_and_tune(cfg, setup, inputs, before, baseline, clock, progress)
     result = Candidate(pruned, _finish_plan(plan, cfg.model.model, loaded, pruned), loaded.example, "result")
+    rebuilt, not_rebuilt = result_runtimes({rt: e.median_ms for rt, e in before.items()}, trace.runtime)
+    for runtime, reason in not_rebuilt.items():
+        progress.log(f"{runtime}: {reason}")
     with clock.stage("result: compile + validate + measure", progress):
-        after = evaluate_all(setup, result, loaded, progress)
+        after = evaluate_all(setup, result, loaded, progress, rebuilt)
         paired = _pair_results(setup, after, result, before, baseline, cfg.search.rounds,
                                trace.budget_ms / trace.baseline_ms)
         eager_after = measure_eager(pruned, loaded.example, setup.settings)
@@ -187,7 +190,8 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
                                          cfg.run.seed, inputs.recovery, progress)
     with clock.stage("report", progress):
         record = DeployRecord(cfg, setup.target, loaded, baseline, result, before, after, paired,
-                              (eager_before, eager_after), trace, dict(clock.seconds), scratch, choice)
+                              (eager_before, eager_after), trace, dict(clock.seconds), scratch, choice,
+                              not_rebuilt)
         manifest = build_manifest(record)
         write_deploy_outputs(cfg.run.out, record, manifest)
         shutil.rmtree(cfg.run.out / WORK_DIR, ignore_errors=True)

@@ -34,3 +34,25 @@ def choose_runtimes(target: TargetSpec, reach: Reach, requested: str | None) -> 
             raise ToolchainMissingError(f"target {target.name} needs the {runtime} backend, which edgeprune does "
                                         f"not have yet; backends: {', '.join(known)}")
     return chosen
+
+
+# A runtime whose unpruned artifact took more than this multiple of the search runtime's is not
+# compiled again for the result: pruning does not reverse a gap that size (the demo's TVM ran 3.5x
+# slower than ONNX Runtime untuned), and tuning it again cost the demo minutes. Two, not less,
+# because the baselines are timed one after the other, not interleaved.
+CLEARLY_SLOWER = 2.0
+
+
+def result_runtimes(baseline_ms: dict[str, float], searched: str,
+                    factor: float = CLEARLY_SLOWER) -> tuple[list[str], dict[str, str]]:
+    """The runtimes to build the result on (the search runtime, and every other runtime whose
+    baseline was within ``factor`` of it), and why each other one is left out."""
+    best = baseline_ms[searched]
+    keep, skipped = [], {}
+    for runtime, ms in baseline_ms.items():
+        if runtime == searched or ms <= factor * best:
+            keep.append(runtime)
+        else:
+            skipped[runtime] = (f"result not built: its baseline took {ms:.3f} ms, {ms / best:.1f}x {searched}'s "
+                                f"{best:.3f} ms (> {factor:g}x); pass --runtime {runtime} to build and measure it")
+    return keep, skipped

@@ -42,6 +42,7 @@ class DeployRecord:
     timing_s: dict[str, float]
     scratch: dict | None = None
     precision_choice: dict | None = None  # how the shipping precision was settled (fallback, auto table)
+    not_rebuilt: dict[str, str] | None = None  # runtime -> why its result artifact was not built
 
     def shipped(self) -> str:
         """The fastest runtime whose result meets the budget; if none does, the fastest.
@@ -76,6 +77,8 @@ def _runtimes(rec: DeployRecord) -> dict[str, Any]:
         if after.artifact.meta.get("note"):
             entry["note"] = after.artifact.meta["note"]
         out[rt] = entry
+    for rt, reason in (rec.not_rebuilt or {}).items():
+        out[rt] = {"baseline": rec.before[rt].to_json(), "result": None, "note": reason}
     out["pytorch-eager"] = {"baseline": rec.eager[0].to_json(), "result": rec.eager[1].to_json(),
                             "note": "reference only: not an artifact"}
     return out
