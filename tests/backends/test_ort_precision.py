@@ -199,3 +199,18 @@ def test_pruned_model_qat_export_runs_in_ort_like_the_fake_quant_model(pruned_fr
     assert result.top1_agreement >= 0.99 and result.max_abs_error < 0.02 * scale
     float_acc = pytorch_accuracy(pruned, make_loader(digits.val, 256, shuffle=False))
     assert float_acc - result.accuracy <= 0.01
+
+
+def test_channel_multiple_follows_this_cpus_kernel_blocks():
+    """16 on AVX-512, 8 on AVX2 (ORT pads channels to its block: docs/channel_rounding.md);
+    no opinion for an ONNX Runtime on an ARM board or for fp16."""
+    from edgeprune.backends import get_backend
+    from edgeprune.profilers.host import cpu_flags
+
+    backend = get_backend("onnxruntime")
+    flags = cpu_flags()
+    expected = 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+    assert backend.channel_multiple({"kind": "llvm", "mcpu": "auto"}, "fp32") == expected
+    assert backend.channel_multiple({"kind": "llvm", "mcpu": "auto"}, "int8") == expected
+    assert backend.channel_multiple({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}, "int8") == 1
+    assert backend.channel_multiple({"kind": "llvm"}, "fp16") == 1
