@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edgeprune.devices.reach import Reach
 from edgeprune.errors import ConfigError, UnknownNameError
 
-PRECISION_PATTERN = r"^(fp32|tf32|fp16|bf16|int([1-9]|1[0-6]))$"
+PRECISION_PATTERN = r"^(fp32|tf32|fp16|bf16|int([1-9]|1[0-6])|w[1-8]a[1-8])$"
 """fp32/tf32/fp16/bf16, or intN for N-bit integer weights+activations (FPGAs go down to int1)."""
 
 
@@ -128,7 +128,7 @@ class TargetSpec(BaseModel):
         precisions the device runs."""
         for precision in self.precisions:
             if not re.match(PRECISION_PATTERN, precision):
-                raise ValueError(f"unknown precision {precision!r} (fp32, fp16, bf16, tf32, int1..int16)")
+                raise ValueError(f"unknown precision {precision!r} (fp32, fp16, bf16, tf32, int1..int16, wXaY)")
         if self.default_runtime is not None and self.default_runtime not in self.runtimes:
             raise ValueError(f"default_runtime {self.default_runtime!r} is not in runtimes {self.runtimes}")
         if self.kind == "fpga" and self.fpga is None:

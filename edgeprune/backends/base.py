@@ -95,6 +95,16 @@ class PrecisionAware(Protocol):
 
 
 @runtime_checkable
+class QatToolkit(Protocol):
+    """A backend that runs one fake-quant toolkit's export fast says which, for
+    ``--qat-epochs`` at int8: ModelOpt's symmetric int8 Q/DQ is what TensorRT builds, while ONNX
+    Runtime on x86 fuses integer kernels only for Brevitas' export (BatchNorm folded, uint8
+    after ReLU). Backends that say nothing get ModelOpt."""
+
+    def qat_toolkit(self, precision: str) -> str: ...
+
+
+@runtime_checkable
 class ChannelRounding(Protocol):
     """A backend whose fast kernels want channel counts in multiples (TensorRT's vectorised
     formats: FP16 "channel % 8 == 0", INT8 32-wide) says so per target and precision; the search

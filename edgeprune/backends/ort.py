@@ -28,6 +28,7 @@ from edgeprune.profilers.base import Measurement, MeasureSettings
 from edgeprune.profilers.host import cpu_description, rapl_unavailable_reason
 from edgeprune.profilers.stats import LatencyStats, time_callable
 from edgeprune.quantize import build
+from edgeprune.quantize.aware import toolkit_of
 
 
 def _quantized(model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str,
@@ -72,7 +73,8 @@ class OnnxRuntimeBackend:
     Runtime's CPU provider with full graph opts."""
 
     name = "onnxruntime"
-    precisions = ("fp32", "fp16", "int8")  # fp16 builds, but runs no faster on x86 CPUs (measured)
+    # fp16 builds, but runs no faster on x86 CPUs (measured); low-bit widths run on int8 kernels
+    precisions = ("fp32", "fp16", "int8", *build.LOWBIT)
 
     def channel_multiple(self, compiler_target: dict, precision: str) -> int:
         """16 on an AVX-512 host, 8 on AVX2, else no opinion (1): ONNX Runtime's CPU kernels pad
@@ -81,14 +83,21 @@ class OnnxRuntimeBackend:
         (measured: bench/bench_channel_rounding.py, docs/channel_rounding.md; fp32 C = 52..64 within
         1 %, int8 +42 % time for +13 % MACs at 64 -> 68). Rounding the search to it keeps only
         counts that change the latency. AVX2's 8 is MLAS's block width, not measured here; an
-        ONNX Runtime on a board (``mtriple`` not x86) is left to the target YAML."""
+        ONNX Runtime on a board (``mtriple`` not x86) is left to the target YAML. Low-bit files
+        run on the int8 kernels, so they round like int8."""
         from edgeprune.profilers.host import cpu_flags
 
         triple = str(compiler_target.get("mtriple") or "")
-        if (triple and not triple.startswith("x86_64")) or precision not in ("fp32", "int8"):
+        if (triple and not triple.startswith("x86_64")) or precision not in ("fp32", "int8", *build.LOWBIT):
             return 1
         flags = cpu_flags()
         return 16 if "avx512f" in flags else 8 if "avx2" in flags else 1
+
+    def qat_toolkit(self, precision: str) -> str:
+        """Brevitas: its int8 export (BatchNorm folded, uint8 activations after ReLU) runs as
+        QLinearConv here at 1.02x the post-training file's latency, while ModelOpt's (symmetric
+        int8, BatchNorm unfolded) left the demo's Convs in float, 3.75x slower (docs/quantization.md)."""
+        return "brevitas"
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -112,6 +121,9 @@ class OnnxRuntimeBackend:
         if precision == "fp32":
             path = out_dir / "model.onnx"
             export_onnx(model, example, path)
+        elif precision in build.LOWBIT or toolkit_of(model) == "brevitas":
+            path = out_dir / f"model.{precision}.onnx"
+            meta.update(build.build_lowbit(model, example, path))
         else:
             path = out_dir / f"model.{precision}.onnx"
             meta.update(_quantized(model, example, path, precision, keep_float, options))

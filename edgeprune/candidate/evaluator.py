@@ -68,6 +68,7 @@ class Evaluator:
 
     def compile(self, candidate: Candidate, runtime: str) -> Artifact:
         backend = get_backend(runtime)
+        candidate = self.quantized(candidate)
         folder = self.work_dir / candidate.tag / f"{runtime}-{candidate.precision}"
         layers = dict(candidate.plan.precision.get("layers", {}))
         return backend.compile(candidate.model.eval(), candidate.example, folder, self.options(candidate.precision, layers))
@@ -108,19 +109,38 @@ class Evaluator:
     def validate(self, artifact: Artifact, candidate: Candidate, dataset: Dataset) -> ValidationResult:
         """Run the artifact on the validation set; an artifact nothing here can run (no board, no
         emulator installed) is reported as not validated, with the reason, never as passed."""
+        from edgeprune.quantize.aware import is_quantized
+
         session, where = self.session(artifact)
         limit = EMULATED_VALIDATION_SAMPLES if where == "qemu" else None
+        # An artifact exported from a quantized PyTorch model must reproduce that model (8-bit
+        # rounding only); its distance from the float model is judged by deploy on the result.
+        own = is_quantized(candidate.model)
+        tolerance = tolerance_for("int8" if own else artifact.precision, None if own else self.max_accuracy_drop)
         try:
-            return validate_artifact(session, candidate.model, dataset, candidate.example.shape[0],
-                                     precision=artifact.precision, runtime=f"{artifact.runtime} ({where})", limit=limit,
-                                     tolerance=tolerance_for(artifact.precision, self.max_accuracy_drop))
+            result = validate_artifact(session, candidate.model, dataset, candidate.example.shape[0],
+                                       precision=artifact.precision, runtime=f"{artifact.runtime} ({where})",
+                                       limit=limit, tolerance=tolerance)
+            return replace(result, accuracy_source="compiled artifact; checked against the quantized PyTorch "
+                                                   "model it was exported from") if own and limit is None else result
         except ToolchainMissingError as exc:
             if where != "qemu":
                 raise
             return not_validated(candidate.model, dataset, artifact.precision, str(exc))
 
+    def quantized(self, candidate: Candidate) -> Candidate:
+        """The candidate whose model the backend exports: for low-bit precisions a Brevitas copy
+        calibrated on this evaluator's batches (unless it is quantized already, e.g. after QAT),
+        so the artifact is validated against the very model it was exported from."""
+        from edgeprune.quantize.aware import calibrated, is_lowbit
+
+        if not is_lowbit(candidate.precision):
+            return candidate
+        return replace(candidate, model=calibrated(candidate.model, candidate.precision, self.calibration.batches))
+
     def evaluate(self, candidate: Candidate, runtime: str, dataset: Dataset | None = None) -> Evaluated:
         """Compile, validate (when ``dataset`` is given) and measure one candidate on one runtime."""
+        candidate = self.quantized(candidate)
         artifact = self.compile(candidate, runtime)
         validation = self.validate(artifact, candidate, dataset) if dataset is not None else None
         return Evaluated(artifact, self.measure(artifact, candidate), validation)

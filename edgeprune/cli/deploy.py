@@ -69,6 +69,9 @@ def deploy(
                    "layers in fp32 until it fits. auto defaults to 0.01."),
     calibration_samples: int = typer.Option(256, help="Training inputs integer precisions calibrate on."),
     calibration: str = typer.Option("minmax", help="Calibration method: minmax | entropy | percentile."),
+    qat_epochs: Optional[float] = typer.Option(
+        None, help="Quantization-aware fine-tune of the result, in epochs (ModelOpt for int8, Brevitas for w4a8, "
+                   "w2a2, ...). Default: 1 for widths below 8 bits, 0 (calibration only) for int8."),
     tune_trials: int = typer.Option(64, help="Auto-tuning trial budget per model, for runtimes that tune (0 = untuned)."),
     threads: Threads = None,
     device: Optional[str] = typer.Option(None, help=f"Measure on a board: {device_forms()}."),
@@ -86,7 +89,7 @@ def deploy(
 
     cfg = _deploy_config(inputs, target, latency_budget, criterion, strategy, regularizer, (step_epochs, max_steps),
                          (epochs, lr, distill, from_scratch), (runtime, tune_trials, threads),
-                         PrecisionConfig(precision, max_accuracy_drop, calibration_samples, calibration),
+                         PrecisionConfig(precision, max_accuracy_drop, calibration_samples, calibration, qat_epochs),
                          (device, ssh_known_hosts, ssh_identity), (out, resume, seed))
     load_builtin()
     criteria.get(criterion)  # unknown criterion: fail before any work

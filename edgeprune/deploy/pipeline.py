@@ -20,7 +20,7 @@ from edgeprune.candidate.evaluator import Evaluator
 from edgeprune.candidate.paired import Paired
 from edgeprune.data import make_loader
 from edgeprune.deploy.config import DeployConfig
-from edgeprune.deploy.precision import builds, calibration_for, channel_multiple
+from edgeprune.deploy.precision import FLOAT, builds, calibration_for, channel_multiple, check_against_float, quantize_result
 from edgeprune.deploy.runtimes import choose_runtimes, result_runtimes
 from edgeprune.deploy.stages import Setup, baseline_stage, evaluate_all
 from edgeprune.devices import profiler_for, resolve_reach
@@ -174,12 +174,20 @@ def deploy(cfg: DeployConfig, progress: ProgressSink = null_progress) -> dict:
         eager_before = measure_eager(loaded.model, loaded.example, setup.settings)
     plan, pruned, trace = _search_and_tune(cfg, setup, inputs, before, baseline, clock, progress)
     result = Candidate(pruned, _finish_plan(plan, cfg.model.model, loaded, pruned), loaded.example, "result")
+    shipped, qat = result, None
+    if result.precision not in FLOAT:
+        with clock.stage("quantize: calibrate, or quantization-aware fine-tune", progress):
+            shipped, qat = quantize_result(cfg.precision, result, setup.evaluator.calibration, trace.runtime,
+                                           (inputs.train_loader, inputs.val_loader), cfg.finetune.lr, progress)
     rebuilt, not_rebuilt = result_runtimes({rt: e.median_ms for rt, e in before.items()}, trace.runtime)
     for runtime, reason in not_rebuilt.items():
         progress.log(f"{runtime}: {reason}")
     with clock.stage("result: compile + validate + measure", progress):
-        after = evaluate_all(setup, result, loaded, progress, rebuilt)
-        paired = _pair_results(setup, after, result, before, baseline, cfg.search.rounds,
+        after = evaluate_all(setup, shipped, loaded, progress, rebuilt)
+        if qat is not None:
+            check_against_float(qat, after, cfg.precision.max_accuracy_drop)
+            choice = {**choice, "quantized_result": qat}
+        paired = _pair_results(setup, after, shipped, before, baseline, cfg.search.rounds,
                                trace.budget_ms / trace.baseline_ms)
         eager_after = measure_eager(pruned, loaded.example, setup.settings)
     scratch = None

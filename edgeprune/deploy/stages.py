@@ -10,8 +10,8 @@ from typing import Any
 from edgeprune.candidate.candidate import Candidate, Evaluated
 from edgeprune.candidate.evaluator import Evaluator
 from edgeprune.deploy.config import DeployConfig
-from edgeprune.deploy.precision import FLOAT, builds, float_layers, pick_auto, with_precision
-from edgeprune.errors import ValidationError
+from edgeprune.deploy.precision import builds, float_layers, pick_auto, with_precision
+from edgeprune.errors import ToolchainMissingError, ValidationError
 from edgeprune.models.loading import Loaded
 from edgeprune.plan import PruningPlan
 from edgeprune.profilers.base import MeasureSettings
@@ -52,7 +52,8 @@ def _fixed_precision(cfg: DeployConfig, setup: Setup, loaded: Loaded, plan: Prun
     precision = setup.precisions[0]
     layers: dict[str, str] = {}
     evidence = None
-    if precision not in FLOAT and cfg.precision.max_accuracy_drop is not None:
+    if precision == "int8" and cfg.precision.max_accuracy_drop is not None and not cfg.precision.qat_epochs:
+        # the per-layer fallback is post-training INT8's remedy; QAT and low-bit widths have their own
         layers, evidence = float_layers(cfg.precision, loaded, setup.evaluator.calibration, progress)
     candidate = with_precision(Candidate(loaded.model, plan, loaded.example, "baseline"), precision, layers)
     runtimes = [rt for rt in setup.runtimes if builds(rt, precision)]
@@ -66,7 +67,7 @@ def _try(setup: Setup, candidate: Candidate, runtime: str, loaded: Loaded,
     reported and left out, not fatal."""
     try:
         return evaluate_all(setup, candidate, loaded, progress, [runtime])[runtime]
-    except ValidationError as exc:
+    except (ValidationError, ToolchainMissingError) as exc:
         progress.log(f"  {runtime} {candidate.precision}: left out ({exc})")
         return None
 

@@ -8,6 +8,8 @@ always labelled ``estimate:roofline`` so no report mistakes it for a number from
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -45,6 +47,9 @@ def bytes_per_element(precision: str) -> float:
         return 2.0
     if precision.startswith("int") and precision[3:].isdigit():
         return int(precision[3:]) / 8
+    widths = re.fullmatch(r"w(\d+)a(\d+)", precision)
+    if widths:  # weights and activations both move: the wider one bounds the traffic
+        return max(int(widths.group(1)), int(widths.group(2))) / 8
     raise ConfigError(f"unknown precision {precision!r}")
 
 

@@ -20,8 +20,9 @@ from edgeprune.registry import Registry
 quantizers: Registry = Registry("quantizer")
 
 # Modules here that are helpers, not quantizers (QAT works on a torch model, not an ONNX file;
-# build turns an exported ONNX into a backend's shipped file with the quantizers below).
-_HELPERS = {"base", "precision", "sensitivity", "qat", "build"}
+# build turns an exported ONNX into a backend's shipped file with the quantizers below; lowbit, like
+# qat, quantizes a torch model with Brevitas).
+_HELPERS = {"base", "precision", "sensitivity", "qat", "build", "lowbit", "aware"}
 
 
 def load_builtin() -> Registry:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,7 +36,12 @@ from edgeprune.quantize.ort_int8 import (
     quantize_int8,
 )
 
-BUILT = ("fp32", "fp16", "int8")
+if TYPE_CHECKING:
+    import torch
+
+# Narrower integer widths (weights x activations, 2..8 bits) built from a Brevitas model.
+LOWBIT = tuple(f"w{w}a{a}" for w in range(2, 9) for a in range(2, 9) if (w, a) != (8, 8))
+BUILT = ("fp32", "fp16", "int8", *LOWBIT)
 ALIASES = {"w8a8": "int8", "float32": "fp32", "float16": "fp16"}
 FLOAT_LAYER_VALUES = ("fp32", "fp16")  # per-layer values that keep a layer out of INT8
 INT_CONVS = ("QLinearConv", "ConvInteger")
@@ -56,7 +62,8 @@ def resolve_precision(text: str, runtime: str, built: Sequence[str] = BUILT) -> 
 def float_layers(precision: str, per_layer: Mapping[str, str]) -> list[str]:
     """The nodes a per-layer plan keeps in FP32 (INT8: fp32 or fp16 values; FP16: fp32 values);
     ConfigError for a value this precision cannot place on a layer."""
-    allowed = {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "int8": ("int8", "w8a8", *FLOAT_LAYER_VALUES)}[precision]
+    allowed = {"fp32": ("fp32",), "fp16": ("fp16", "fp32"),
+               "int8": ("int8", "w8a8", *FLOAT_LAYER_VALUES)}.get(precision, (precision,))
     keep = []
     for layer, value in sorted(per_layer.items()):
         v = str(value).strip().lower()
@@ -138,3 +145,18 @@ def build_fp16(src: Path, dst: Path, batches: Sequence[np.ndarray], example: np.
         meta["note"] = (f"{FP16_SLOW_NOTE}: ONNX Runtime has no fp16 kernels for this graph on this host and "
                         f"inserted {casts} Casts to compute in fp32 (bench/bench_quantize.py)")
     return QuantResult(Path(dst), meta)
+
+
+def build_lowbit(qmodel: "torch.nn.Module", example: "torch.Tensor", dst: Path) -> dict:
+    """The QCDQ file of a Brevitas-quantized model (the evaluator quantizes candidates before
+    compile: :meth:`edgeprune.candidate.evaluator.Evaluator.quantized`), with the integer kernels
+    ONNX Runtime really runs it on here."""
+    from edgeprune.quantize.aware import is_quantized, quiet_toolkits
+    from edgeprune.quantize.lowbit import export_qcdq
+
+    if not is_quantized(qmodel):
+        raise ConfigError("a low-bit precision needs a Brevitas-quantized model (edgeprune.quantize.aware.calibrated)")
+    with quiet_toolkits():
+        meta = dict(export_qcdq(qmodel, example, dst).meta)
+    meta["ort_kernel_counts"] = kernel_summary(dst)
+    return meta

@@ -34,13 +34,15 @@ def _parse_name(text: str) -> tuple[str, int | None, int | None, bool]:
         return key, None, None, False
     if key == "int8":
         return "int8", 8, 8, False
+    if re.fullmatch(r"int\d+", key):  # FPGA targets' intN: N-bit weights and activations
+        key = f"w{key[3:]}a{key[3:]}"
     match = _WXAY.match(key)
     if match:
         w, a = int(match.group(1)), int(match.group(2))
         if not (1 <= w <= MAX_INT_BITS and 1 <= a <= MAX_INT_BITS):
             raise ConfigError(f"precision {text!r}: bit widths must be 1..{MAX_INT_BITS}")
         return ("int8" if (w, a) == (8, 8) else key), w, a, False
-    raise ConfigError(f"unknown precision {text!r}; use fp32, fp16, int8, wXaY (e.g. w4a8) or auto")
+    raise ConfigError(f"unknown precision {text!r}; use fp32, fp16, int8, intN, wXaY (e.g. w4a8) or auto")
 
 
 @dataclass(frozen=True)
