@@ -55,7 +55,8 @@ def resolve_precision(text: str, runtime: str, built: Sequence[str] = BUILT) -> 
     key = str(text).strip().lower()
     key = ALIASES.get(key, key)
     if key not in built:
-        raise ConfigError(f"{runtime} builds {', '.join(built)}; not precision {text!r}")
+        shown = [p for p in built if p not in LOWBIT] + (["wXaY (2..8 bits)"] if set(LOWBIT) <= set(built) else [])
+        raise ConfigError(f"{runtime} builds {', '.join(shown)}; not precision {text!r}")
     return key
 
 

@@ -4,8 +4,8 @@ Why ModelOpt (``nvidia-modelopt``, ``modelopt.torch.quantization``): it is Tenso
 quantization toolkit, so the fake-quant it inserts (INT8, symmetric, per-channel weights,
 per-tensor activations) exports through the plain ONNX exporter as QuantizeLinear/DequantizeLinear
 pairs that TensorRT builds as INT8 and ONNX Runtime runs as is: one file for both, like the PTQ
-path. torchao's QAT targets LLM linears and has no ONNX export; Brevitas' QCDQ export works but
-pins setuptools<81 (this venv has 84).
+path. torchao's QAT targets LLM linears and has no ONNX export. Brevitas (:mod:`lowbit`) is the
+other toolkit: ONNX Runtime on x86 runs its export faster (the backend's ``qat_toolkit`` picks).
 
 Order: prune -> fine-tune -> :func:`prepare_qat` (insert fake-quant, calibrate ranges) -> the
 caller's fine-tune (it sees quantization noise and adapts) -> :func:`export_qdq`. ModelOpt rewrites

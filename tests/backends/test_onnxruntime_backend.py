@@ -33,5 +33,5 @@ def test_validation_reports_accuracy_and_catches_a_different_model(tiny_net, exa
     assert result.accuracy == pytest.approx(result.reference_accuracy)
     other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10)).eval()
     _, wrong = _compile(other, example, tmp_path, "b")
-    with pytest.raises(ValidationError, match="fails validation against PyTorch: max \|error\|"):
+    with pytest.raises(ValidationError, match=r"fails validation against PyTorch: max \|error\|"):
         validate_artifact(backend.load(wrong), tiny_net, digits.val, 1)

@@ -113,10 +113,16 @@ def test_int8_without_calibration_is_a_config_error(trained, tmp_path):
         _compile(trained, tmp_path, "nocal", "int8")
 
 
-@pytest.mark.parametrize("precision", ["w4a8", "bf16", "auto"])
+@pytest.mark.parametrize("precision", ["w1a1", "bf16", "auto"])
 def test_unknown_precision_lists_what_is_built(trained, tmp_path, precision):
-    with pytest.raises(ConfigError, match="onnxruntime builds fp32, fp16, int8"):
+    with pytest.raises(ConfigError, match=r"onnxruntime builds fp32, fp16, int8, wXaY \(2\.\.8 bits\)"):
         _compile(trained, tmp_path, "bad", precision)
+
+
+def test_low_bit_needs_the_quantized_model_not_the_float_one(trained, tmp_path):
+    """The evaluator hands the backend a Brevitas copy; a float model at w4a8 is refused."""
+    with pytest.raises(ConfigError, match="needs a Brevitas-quantized model"):
+        _compile(trained, tmp_path, "float", "w4a8")
 
 
 def test_bad_per_layer_requests_are_config_errors(trained, calibration, tmp_path):
