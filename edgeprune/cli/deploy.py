@@ -95,6 +95,11 @@ def deploy(
     criteria.get(criterion)  # unknown criterion: fail before any work
     with RichProgress() as progress:
         manifest = run_deploy(cfg, progress)
+    print(_summary(manifest, out))
+
+
+def _summary(manifest: dict, out: Path) -> str:
+    """The one line a deploy ends with: runtime, precision, latencies and how the budget was judged."""
     b, r, budget = manifest["baseline"], manifest["result"], manifest["budget"]
     kind = "ESTIMATED (no board)" if budget["verdict"] == "estimated" else "measured"
     verdict = "met" if budget["met"] else "NOT met"
@@ -103,6 +108,6 @@ def deploy(
         judged = f"budget {budget['requested_ratio']}x {verdict} at {budget['ratio']:.2f}x the baseline, {beside}"
     else:
         judged = f"budget {budget['latency_ms']:.3f} ms {verdict}"
-    print(f"{manifest['runtime']} {manifest['precision']['default']}: {b['latency_ms']['median']:.3f} ms -> "
-          f"{r['latency_ms']['median']:.3f} ms {kind} ({judged}), top-1 {b['accuracy']:.4f} -> {r['accuracy']:.4f}; "
-          f"wrote {out}/manifest.json")
+    return (f"{manifest['runtime']} {manifest['precision']['default']}: {b['latency_ms']['median']:.3f} ms -> "
+            f"{r['latency_ms']['median']:.3f} ms {kind} ({judged}), top-1 {b['accuracy']:.4f} -> {r['accuracy']:.4f}; "
+            f"wrote {out}/manifest.json")
