@@ -75,5 +75,6 @@ class DeployConfig:
         parts = asdict(self)
         parts["run"] = {"seed": self.run.seed}
         parts["search"].pop("max_steps")  # a per-run cap: a resumed run gets as many steps again
+        parts["precision"].pop("qat_epochs")  # applied after the search: --resume with more QAT keeps the search
         parts["device"] = {"device": self.device.device, "runtime": self.device.runtime}
         return parts

@@ -232,4 +232,4 @@ def check_against_float(record: dict[str, Any], after: dict[str, Evaluated], max
             raise ValidationError(
                 f"{runtime} {record['precision']} artifact: top-1 {done.accuracy:.2%} is {drop * 100:.2f} pt below the "
                 f"float model's {record['float_accuracy']:.2%} (max {bound * 100:.2f} pt) after {record['epochs']:g} "
-                "QAT epochs; raise --qat-epochs or --max-accuracy-drop, or use a wider precision")
+                "QAT epochs; rerun with --resume and more --qat-epochs (the search is kept), or use a wider precision")

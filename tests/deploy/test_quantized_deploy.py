@@ -63,11 +63,16 @@ def test_w4a8_ships_a_four_bit_file_judged_against_the_float_model(weights, cach
     assert "int8 kernels" in m["runtimes"]["onnxruntime"]["result"]["artifact_meta"]["note"]
 
 
-def test_a_width_too_narrow_for_the_bound_is_refused_with_its_figures(weights, cache_dir, tmp_path):
-    proc = run_cli("deploy", *QUICK, "--weights", str(weights), "--precision", "w2a2", "--qat-epochs", "0",
-                   "--max-accuracy-drop", "0.001", "--out", str(tmp_path / "o"), cache=cache_dir, timeout=900)
+def test_a_width_too_narrow_for_the_bound_is_refused_and_the_search_is_kept(weights, cache_dir, tmp_path):
+    out = tmp_path / "o"
+    args = ("deploy", *QUICK, "--weights", str(weights), "--precision", "w2a2", "--max-accuracy-drop", "0.001",
+            "--out", str(out))
+    proc = run_cli(*args, "--qat-epochs", "0", cache=cache_dir, timeout=900)
     assert_clean_error(proc, 7, "below the float model's")
-    assert not (tmp_path / "o" / "manifest.json").exists()
+    assert not (out / "manifest.json").exists() and (out / ".edgeprune-state" / "state.json").is_file()
+    again = run_cli(*args, "--qat-epochs", "0.25", "--resume", cache=cache_dir, timeout=900)  # more QAT: same run
+    assert_clean_error(again, 7, "after 0.25 QAT epochs")
+    assert "resuming" in again.stdout + again.stderr
 
 
 @pytest.mark.parametrize("args, fragment", [
