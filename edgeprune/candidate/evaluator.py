@@ -84,7 +84,9 @@ class Evaluator:
                         goal_ratio: float | None, rounds: int) -> Paired:
         """Candidate and reference timed in alternating rounds (see :mod:`edgeprune.candidate.paired`);
         sample by sample when the profiler can keep both loaded (a local backend with CallTimer)."""
-        per_round = replace(self.settings, repeats=max(5, self.settings.repeats // max(rounds, 1)))
+        # ~half the single-artifact repeats spread over the rounds: the verdict rests on the spread of
+        # round ratios, and more rounds are added while it is undecided
+        per_round = replace(self.settings, repeats=max(5, self.settings.repeats // (2 * max(rounds, 1))))
         profiler = self.profilers[artifact.runtime]
         if isinstance(profiler, CallTimer):
             return measure_interleaved(profiler.timer(artifact, per_round), profiler.timer(reference, per_round),

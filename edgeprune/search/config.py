@@ -47,7 +47,7 @@ class SearchConfig:
 
     criterion: str = "taylor"
     strategy: str = "sqrt-step"  # edgeprune.search.strategies
-    max_step: float = 0.2  # remove at most this share of the kept channels per step
+    max_step: float = 0.25  # remove at most this share of the kept channels per step
     min_step: float = 0.05
     max_steps: int = 12  # pruning steps per run (a resumed run gets as many again)
     step_epochs: float = 0.5  # recovery fine-tune after each step
