@@ -3,6 +3,7 @@
 import pytest
 
 from edgeprune.deploy import DeployConfig, DeviceConfig, FineTuneConfig
+from edgeprune.deploy.precision import PrecisionConfig
 from edgeprune.errors import ConfigError, UnknownNameError
 from edgeprune.io import fingerprint
 from edgeprune.models.loading import ModelOptions, parse_shape, parse_size
@@ -52,7 +53,8 @@ def test_fingerprint_covers_what_changes_the_result():
     """Budget, runtime, regulariser, precision change the result: a resume must refuse them."""
     base = DeployConfig()
     changed = [DeployConfig(budget=Budget(ratio=0.3)), DeployConfig(device=DeviceConfig(runtime="tvm")),
-               DeployConfig(search=SearchConfig(regularizer="slimming")), DeployConfig(precision="int8")]
+               DeployConfig(search=SearchConfig(regularizer="slimming")),
+               DeployConfig(precision=PrecisionConfig("int8"))]
     prints = {fingerprint(c.fingerprint_parts()) for c in changed}
     assert fingerprint(base.fingerprint_parts()) not in prints and len(prints) == len(changed)
     from dataclasses import replace
@@ -60,3 +62,6 @@ def test_fingerprint_covers_what_changes_the_result():
 
     moved = replace(base, run=replace(base.run, out=Path("elsewhere"), resume=True))
     assert fingerprint(moved.fingerprint_parts()) == fingerprint(base.fingerprint_parts())
+    int8 = DeployConfig(precision=PrecisionConfig("int8"))  # QAT runs after the search: resumable with more
+    more_qat = DeployConfig(precision=PrecisionConfig("int8", qat_epochs=2.0))
+    assert fingerprint(more_qat.fingerprint_parts()) == fingerprint(int8.fingerprint_parts())
