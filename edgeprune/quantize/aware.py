@@ -59,7 +59,7 @@ def qat_epochs(precision: str, requested: float | None) -> float:
         if requested < 0:
             raise ConfigError("--qat-epochs must be >= 0")
         if requested > 0 and PrecisionSpec.parse(precision).is_float:
-            raise ConfigError(f"--qat-epochs needs an integer precision (int8, w4a8, ...), not {precision}")
+            raise ConfigError(f"--qat-epochs needs an integer --precision (int8, w4a8, ...), not {precision}")
         return requested
     return DEFAULT_LOWBIT_QAT_EPOCHS if is_lowbit(precision) else 0.0
 

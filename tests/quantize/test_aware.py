@@ -20,7 +20,7 @@ def test_low_bit_is_every_integer_width_below_eight(precision, lowbit):
 def test_qat_defaults_and_refusals():
     assert qat_epochs("w4a8", None) == 1.0 and qat_epochs("int8", None) == 0.0
     assert qat_epochs("int8", 2.0) == 2.0 and qat_epochs("w2a2", 0.0) == 0.0  # the user's choice wins
-    with pytest.raises(ConfigError, match="integer precision"):
+    with pytest.raises(ConfigError, match="needs an integer --precision"):
         qat_epochs("fp32", 1.0)
     with pytest.raises(ConfigError, match=">= 0"):
         qat_epochs("int8", -1.0)
