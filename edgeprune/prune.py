@@ -37,6 +37,8 @@ def prune_between(model: nn.Module, example: torch.Tensor, current: PruningPlan,
         removed = [pos for pos, idx in enumerate(now) if idx not in keep]
         if removed and grouped.groups[name].blocks > 1:
             check_block_pattern(name, len(now), grouped.groups[name].blocks, removed)
+        if removed and grouped.groups[name].coupling is not None:
+            grouped.groups[name].coupling.check(name, removed)
         planned.append((name, removed))
     for name, removed in planned:
         grouped.remove(name, removed)

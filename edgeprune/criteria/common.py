@@ -27,6 +27,7 @@ from torch import nn
 
 from edgeprune.criteria.base import ScoreContext
 from edgeprune.graph import Member
+from edgeprune.graph.coupling import Coupling
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 Weighted = (nn.modules.conv._ConvNd, nn.Linear)
@@ -72,10 +73,12 @@ def channel_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class GroupScores(dict):
-    """``{group: scores}`` that also carries each group's ``blocks`` (grouped convs), so that
+    """``{group: scores}`` that also carries each group's ``blocks`` (grouped convs) and the
+    couplings of coupled groups (channel shuffles, chunks), so that
     :func:`edgeprune.search.planner.next_plan` keeps identical patterns without being told."""
 
     blocks: dict[str, int]
+    couplings: dict[str, Coupling]
 
 
 def finish(ctx: ScoreContext, scores: dict[str, torch.Tensor]) -> GroupScores:
@@ -86,6 +89,7 @@ def finish(ctx: ScoreContext, scores: dict[str, torch.Tensor]) -> GroupScores:
             raise ValueError(f"scores for {name} have shape {tuple(result[name].shape)}, "
                              f"the group has {group.channels} channels")
     result.blocks = {name: g.blocks for name, g in ctx.grouped.groups.items()}
+    result.couplings = ctx.grouped.couplings()
     return result
 
 

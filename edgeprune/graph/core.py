@@ -5,70 +5,31 @@ depthwise convs; :mod:`edgeprune.graph.rules` adds what it guesses at or crashes
 named by its root module (the first conv/linear whose output channels it covers); names survive
 pruning, so a plan made on one copy replays on another.
 
-Slices: a member need not span the group. Through a concatenation each branch covers part of the
-group (two 48-channel branches concatenated to 96 and added to a 96-channel residual), through a
-flatten a Linear reads several features per channel. ``Member.channels[k]`` (an index along the
-member's own axis) belongs to group channel ``Member.positions[k]``; criteria map per-channel
-statistics into the group with :func:`edgeprune.criteria.common.to_group`.
+Where the pieces live: the group and member types in :mod:`edgeprune.graph.groups` (members may
+cover slices of a group), the rules replacing torch-pruning's guesses in :mod:`edgeprune.graph.rules`,
+channel shuffles as exact permutations in :mod:`edgeprune.graph.shuffle`, groups tied to each other
+by a shuffle or chunk (coupled groups) in :mod:`edgeprune.graph.coupling` and
+:mod:`edgeprune.graph.collect`, choosing their removable units in :mod:`edgeprune.graph.units`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ConfigError, TraceError
-from edgeprune.graph import rules
+from edgeprune.graph import rules, shuffle
+from edgeprune.graph.collect import Found as _Found, components as _components, merge as _merge
+from edgeprune.graph.coupling import Coupling
+from edgeprune.graph.groups import ChannelGroup, Member
+from edgeprune.graph.units import removable
 from edgeprune.graph.guard import GraphBudget, check_nodes, run_guarded
 
 log = logging.getLogger("edgeprune.graph")
-
-
-@dataclass(frozen=True)
-class Member:
-    """A parameterised module touched by a group, on its output or input channel axis.
-
-    ``channels``/``positions``: which of the module's own channels (along that axis) belong to
-    which group channel; empty tuples mean "all of them, one to one".
-    """
-
-    module: str
-    axis: Literal["out", "in"]
-    channels: tuple[int, ...] = field(default=(), compare=False)
-    positions: tuple[int, ...] = field(default=(), compare=False)
-
-    def index_map(self, group_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(member channel indices, group positions)`` as long tensors."""
-        if not self.channels:
-            full = torch.arange(group_channels)
-            return full, full
-        return torch.tensor(self.channels, dtype=torch.long), torch.tensor(self.positions, dtype=torch.long)
-
-    def is_full(self) -> bool:
-        return not self.channels
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    name: str
-    channels: int
-    members: tuple[Member, ...]
-    blocks: int = 1  # grouped convs: remove the same positions in each of `blocks` equal blocks
-
-    def out_members(self) -> tuple[str, ...]:
-        return tuple(m.module for m in self.members if m.axis == "out")
-
-    def member(self, module: str, axis: str = "out") -> Member:
-        for m in self.members:
-            if m.module == module and m.axis == axis:
-                return m
-        raise KeyError(f"{module} is not an {axis}-member of {self.name}")
 
 
 def output_layer_name(model: nn.Module) -> str | None:
@@ -92,10 +53,14 @@ class _Graph(tp.DependencyGraph):
         self.ambiguous_params = ambiguous
         self.recorder = rules.ShapeRecorder()
         self.flagged: dict = {}
+        self.shuffles: dict = {}
 
     def _trace(self, model, example_inputs, forward_fn, output_transform):
         module2node = super()._trace(model, example_inputs, rules.recording_forward(self.recorder), output_transform)
         self.module2node = module2node
+        self.shuffles = shuffle.find_shuffles(self, self.recorder.shapes)
+        for last, (first, _) in self.shuffles.items():  # exact permutations, not channel-axis reshapes
+            first.type = last.type = tp.ops.OPTYPE.ELEMENTWISE
         self.flagged = rules.flag_nodes(self, self.recorder.shapes, self.opaque)
         for param, node in module2node.items():
             if isinstance(param, nn.Parameter) and id(param) in self.ambiguous_params:
@@ -133,6 +98,7 @@ class GroupedModel:
                                         customized_pruners={t: rules.FrozenPruner() for t in opaque},
                                         verbose=False)
             check_nodes(len(self.graph.module2node), self.budget, what)
+            shuffle.install(self.graph, self.graph.shuffles)
             self.graph.flagged.update(rules.fix_splits_and_concats(self.graph, self.graph.recorder.cats))
             self.graph.flagged.update(rules.flag_unmapped(self.graph))
             self.groups = self._collect([modules[n] for n in ignored if n in modules])
@@ -158,60 +124,57 @@ class GroupedModel:
     # -- grouping ---------------------------------------------------------------------------
 
     def _collect(self, ignored: list[nn.Module]) -> dict[str, ChannelGroup]:
+        """Groups in discovery order: plain ones as torch-pruning found them (with ``blocks``),
+        those tied together by a shuffle/chunk/grouped conv merged into coupled groups."""
+        found = [self._analyse(g) for g in
+                 self.graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear))]
+        coupled = [f for f in found if f.reason is None and not f.plain]
+        components = _components(coupled)
         groups: dict[str, ChannelGroup] = {}
-        flagged = self.graph.flagged
-        for group in self.graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-            root = group[0].dep.target.module
-            name = self._names[root]
-            channels = len(group[0].idxs)
-            reason = next((flagged[item.dep.target] for item in group if item.dep.target in flagged), None)
-            if reason is None:
-                reason = self._member_problem(group)
-            if reason is not None:
-                self.excluded[name] = reason
-                continue
-            members: dict[tuple[str, str], Member] = {}
-            blocks = 1
-            for item in group:  # a chunk re-splits evenly: each chunk loses as many channels
-                chunks = self.graph.split_blocks.get(item.dep.target)
-                if chunks and reason is None:
-                    if list(item.idxs) != list(range(channels)) or list(item.root_idxs) != list(range(channels)):
-                        reason = "a chunk that reads only part of the group"
-                    else:
-                        blocks = blocks * chunks // math.gcd(blocks, chunks)
-            if reason is not None:
-                self.excluded[name] = reason
-                continue
-            for item in group:
-                dep, module = item.dep, item.dep.target.module
-                if module not in self._names or not any(True for _ in module.parameters(recurse=False)):
-                    continue
-                axis = "out" if self.graph.is_out_channel_pruning_fn(dep.handler) else "in"
-                local = tuple(int(i) for i in item.idxs)
-                positions = tuple(int(i) for i in item.root_idxs)
-                width = self._width(module, axis)
-                full = local == positions == tuple(range(channels)) and width in (None, channels)
-                key = (self._names[module], axis)
-                if key in members:  # the same module reached twice: merge the slices
-                    old = members[key]
-                    oc, op = old.index_map(channels)
-                    local = tuple(oc.tolist()) + local
-                    positions = tuple(op.tolist()) + positions
-                    full = False
-                members[key] = Member(key[0], axis, () if full else local, () if full else positions)
-                g = rules.grouped_conv_blocks(module)
-                if g > 1:
-                    if not full:
-                        reason = f"grouped conv {key[0]} reads only part of the group"
-                        break
-                    blocks = blocks * g // math.gcd(blocks, g)
-            if reason is None and channels % blocks:
-                reason = f"{channels} channels do not split into {blocks} conv groups"
-            if reason is not None:
-                self.excluded[name] = reason
-                continue
-            groups[name] = ChannelGroup(name, channels, tuple(members.values()), blocks)
+        for f in found:
+            if f.reason is not None:
+                self.excluded[f.name] = f.reason
+            elif f.plain:
+                groups[f.name] = ChannelGroup(f.name, f.channels, tuple(f.members.values()), f.blocks)
+            elif f is components[id(f)][0]:
+                group = _merge(components[id(f)])
+                if group.coupling is not None and not removable(group.coupling):
+                    for part in components[id(f)]:
+                        self.excluded[part.name] = ("no exact removal: a channel shuffle/chunk/grouped conv ties every "
+                                                    "channel to a whole layer or to an unbalanced chunk")
+                else:
+                    groups[group.name] = group
         return groups
+
+    def _analyse(self, group) -> "_Found":
+        """One torch-pruning group: its members (with slices), the constraint sites it reaches,
+        and whether its own ``blocks`` rule covers them all (``plain``)."""
+        name = self._names[group[0].dep.target.module]
+        channels = len(group[0].idxs)
+        flagged = self.graph.flagged
+        reason = next((flagged[item.dep.target] for item in group if item.dep.target in flagged), None)
+        found = _Found(name, channels, reason or self._member_problem(group))
+        if found.reason is not None:
+            return found
+        for item in group:
+            found.add_site(item, self.graph, channels)
+            dep, module = item.dep, item.dep.target.module
+            if module not in self._names or not any(True for _ in module.parameters(recurse=False)):
+                continue
+            axis = "out" if self.graph.is_out_channel_pruning_fn(dep.handler) else "in"
+            local = tuple(int(i) for i in item.idxs)
+            positions = tuple(int(i) for i in item.root_idxs)
+            width = self._width(module, axis)
+            full = local == positions == tuple(range(channels)) and width in (None, channels)
+            key = (self._names[module], axis)
+            if key in found.members:  # the same module reached twice: merge the slices
+                oc, op = found.members[key].index_map(channels)
+                local, positions, full = tuple(oc.tolist()) + local, tuple(op.tolist()) + positions, False
+            found.members[key] = Member(key[0], axis, () if full else local, () if full else positions)
+            found.add_conv(item, module, axis, key[0])
+        if found.plain and channels % found.blocks:
+            found.reason = f"{channels} channels do not split into {found.blocks} conv groups"
+        return found
 
     @staticmethod
     def _width(module: nn.Module, axis: str) -> int | None:
@@ -249,19 +212,40 @@ class GroupedModel:
         """``{group: blocks}`` for the planner (1 for unconstrained groups)."""
         return {name: g.blocks for name, g in self.groups.items()}
 
+    def couplings(self) -> dict[str, Coupling]:
+        """``{group: coupling}`` for the coupled groups (see :mod:`edgeprune.graph.coupling`)."""
+        return {name: g.coupling for name, g in self.groups.items() if g.coupling is not None}
+
     def remove(self, group_name: str, positions: list[int]) -> None:
-        """Physically remove channels at ``positions`` (indices in the model's current layout)."""
+        """Physically remove channels at ``positions`` (indices in the model's current layout).
+
+        A coupled group removes all its parts in one torch-pruning operation: every module is
+        cut once, with indices of one consistent layout (a shuffle between two parts would see a
+        width no longer divisible by its groups if the parts went one after the other)."""
         if not positions:
             return
         group = self.groups[group_name]
         if group.blocks > 1:
             check_block_pattern(group_name, group.channels, group.blocks, positions)
-        root = self.module(group_name)
-        handler = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
-        pruning = self.graph.get_pruning_group(root, handler, idxs=sorted(positions))
+        parts = [(group_name, sorted(positions))]
+        if group.coupling is not None:
+            group.coupling.check(group_name, positions)
+            parts = group.coupling.split(positions)
+        merged: dict[tuple[int, Any], tuple[Any, set[int]]] = {}
+        for name, idxs in parts:
+            root = self.module(name)
+            handler = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
+            for item in self.graph.get_pruning_group(root, handler, idxs=idxs):
+                entry = merged.setdefault((id(item.dep.target), item.dep.handler), (item.dep, set()))
+                entry[1].update(int(i) for i in item.idxs)
+        pruning = tp.dependency.group.Group()
+        pruning._DG = self.graph
+        for dep, idxs in merged.values():
+            pruning.add_dep(dep, sorted(idxs))
         if not self.graph.check_pruning_group(pruning):
             raise TraceError(f"removing {len(positions)} channels from {group_name} would empty a layer")
-        run_guarded(pruning.prune, self.budget, f"pruning {group_name}")
+        run_guarded(lambda: pruning.prune(record_history=False), self.budget, f"pruning {group_name}")
+        shuffle.after_removal(pruning)
 
 
 def check_block_pattern(name: str, channels: int, blocks: int, positions: list[int]) -> None:

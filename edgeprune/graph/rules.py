@@ -6,9 +6,10 @@ identity, an unwrapped ``nn.Parameter`` is pruned on its last non-singleton dime
 crashes (channel shuffle: ZeroDivisionError in its reshape mapping). These rules replace the
 guesses by decisions that are either exact or conservative-and-logged:
 
-- **Reshapes that split or merge the channel axis** (channel shuffle's ``view(n, g, c/g, h, w)``,
-  attention's head split ``(n, l, 3c) -> (n, l, 3, h, d)``) are recognised from the shapes seen
-  in the tracing pass. torch-pruning gets no index mapping for them (so it cannot crash on them),
+- **Channel shuffles** (``view(n, g, c/g, h, w) -> transpose(1, 2) -> view(n, c, h, w)``) are an
+  exact permutation with tied channels: :mod:`edgeprune.graph.shuffle`.
+- **Other reshapes that split or merge the channel axis** (attention's head split
+  ``(n, l, 3c) -> (n, l, 3, h, d)``) are recognised from the shapes seen in the tracing pass. torch-pruning gets no index mapping for them (so it cannot crash on them),
   and every group whose channels pass through one is kept unpruned, with the reason logged.
   Supported reshapes (identity, squeeze/unsqueeze, flattening the trailing dims) keep
   torch-pruning's own mapping.
@@ -24,6 +25,8 @@ guesses by decisions that are either exact or conservative-and-logged:
 - **Grouped convolutions**: a group through the input or output of a conv with ``groups = g > 1``
   (not depthwise) may only remove the same positions in each of the g blocks; the group records
   ``blocks = g`` and the planner keeps counts and patterns consistent (see ``search/planner.py``).
+  A grouped conv or chunk that reads only part of a group ties that group to the others it reads:
+  :mod:`edgeprune.graph.coupling`.
 """
 
 from __future__ import annotations
@@ -217,7 +220,9 @@ def fix_splits_and_concats(graph: tp.DependencyGraph, cats: dict) -> dict[Any, s
     - ``split`` with explicit sizes (SplitWithSizesBackward0) has the sizes written in the
       model's code: its input channels cannot change, the groups through it are kept.
     - concatenations whose input sizes torch-pruning could not infer get them from the shapes
-      seen while tracing (``torch.cat`` arguments are recorded).
+      seen while tracing (``torch.cat`` arguments are recorded); where torch-pruning then still
+      refuses to map them (it checks the size against the first consumer it finds downstream,
+      wrong behind a shuffle or a chunk), :class:`LiveConcatMapping` maps them.
     """
     flagged: dict[Any, str] = {}
     graph.split_blocks = {}
@@ -258,4 +263,38 @@ def fix_splits_and_concats(graph: tp.DependencyGraph, cats: dict) -> dict[Any, s
             if seen is not None and seen[0] == 1 and len(seen[1]) == len(node.inputs):
                 node.module.concat_sizes = list(seen[1])
     tp.dependency.index_mapping.update_index_mapping(graph)
+    for node in graph.module2node.values():
+        if node.type == ops.OPTYPE.CONCAT and node.module.offsets is None and node.module.concat_sizes \
+                and None not in node.module.concat_sizes and node.enable_index_mapping:
+            LiveConcatMapping.install(node)
     return flagged
+
+
+class LiveConcatMapping:
+    """Index mapping between a concatenation and its ``k``-th input, from the concat's *current*
+    sizes (torch-pruning's concat pruner updates ``concat_sizes`` as channels go, so the mapping
+    stays right while one graph prunes several groups)."""
+
+    def __init__(self, module, k: int, reverse: bool) -> None:
+        self.module, self.k, self.reverse = module, k, reverse
+
+    def __call__(self, idxs):
+        sizes = self.module.concat_sizes
+        start = sum(sizes[:self.k])
+        end = start + sizes[self.k]
+        hybrid = tp._helpers._HybridIndex
+        if self.reverse:
+            return [hybrid(idx=i.idx - start, root_idx=i.root_idx) for i in idxs if start <= i.idx < end]
+        return [hybrid(idx=i.idx + start, root_idx=i.root_idx) for i in idxs]
+
+    @classmethod
+    def install(cls, node) -> None:
+        sizes = node.module.concat_sizes
+        node.module.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        done: list = []
+        for k, source in enumerate(node.inputs):
+            for deps, target, reverse in ((node.dependencies, source, True), (source.dependencies, node, False)):
+                dep = next((d for d in deps if d.target is target and not any(d is x for x in done)), None)
+                if dep is not None:
+                    dep.index_mapping[1] = cls(node.module, k, reverse)
+                    done.append(dep)

@@ -39,6 +39,7 @@ from torch import nn
 
 from edgeprune.errors import ConfigError
 from edgeprune.graph import GroupedModel
+from edgeprune.graph.units import keep_first
 from edgeprune.io import fingerprint, versions
 from edgeprune.latency.costmodel import CostModel, LayerTerm, fit_cost_model, layer_terms
 from edgeprune.latency.curves import (candidate_periods, effective_count, find_steps, infer_period,
@@ -71,6 +72,7 @@ class _Builder:
         self.progress = progress
         self.task: object = None
         self.channels = {name: g.channels for name, g in grouped.groups.items()}
+        self.couplings = grouped.couplings()
         self.measured = 0
 
     def pruned(self, counts: Mapping[str, int]) -> nn.Module:
@@ -80,7 +82,9 @@ class _Builder:
         plan = PruningPlan.identity(self.model_name, tuple(self.example.shape), "profile", self.channels)
         groups = dict(plan.groups)
         for name, k in counts.items():
-            if k < self.channels[name]:
+            if k < self.channels[name] and name in self.couplings:  # whole units, balanced chunks
+                groups[name] = GroupPlan(self.channels[name], keep_first(self.couplings[name], self.channels[name], k))
+            elif k < self.channels[name]:
                 groups[name] = GroupPlan(self.channels[name], tuple(range(k)))
         return prune_between(copy.deepcopy(self.model).eval(), self.example, plan, plan.with_groups(groups))
 

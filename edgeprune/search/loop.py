@@ -96,7 +96,8 @@ def _prune_step(state: _State, inputs: SearchInputs, criterion: Criterion, cfg: 
     grouped = GroupedModel(state.model, inputs.example)
     scores = criterion(ScoreContext(state.model, grouped, take_batches(inputs.train_loader, cfg.score_batches)))
     policy = StepPolicy(fraction, criterion.scope, channel_multiple, cfg.min_keep)
-    new_plan = next_plan(state.plan, scores, policy, blocks=grouped.blocks())  # grouped convs prune whole blocks
+    new_plan = next_plan(state.plan, scores, policy, blocks=grouped.blocks(),  # grouped convs: whole blocks
+                         couplings=grouped.couplings())  # shuffles/chunks: whole units, balanced
     if new_plan.groups == state.plan.groups:
         return False  # every group is at its minimum size
     state.model = prune_between(state.model, inputs.example, state.plan, new_plan)

@@ -10,6 +10,11 @@ groups) keeps a multiple of g channels and the *same* positions in each of its g
 positions are chosen by the block-summed score of each position. ``blocks`` comes from
 :meth:`edgeprune.graph.GroupedModel.blocks`, or from the scores when a criterion returned them
 (every built-in criterion does).
+
+Coupled groups (channels of several layers tied by a channel shuffle or a chunk, see
+:mod:`edgeprune.graph.coupling`) lose whole units under balance constraints, chosen by a small
+integer program (:mod:`edgeprune.graph.units`); their kept count is not rounded to
+``channel_multiple`` (the model's shuffle fixes the units).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Literal, Mapping
 
 import torch
 
+from edgeprune.graph.coupling import Coupling
 from edgeprune.plan import GroupPlan, PruningPlan
+from edgeprune.graph.units import choose_removal
 
 
 @dataclass(frozen=True)
@@ -102,14 +109,16 @@ def _top_in_blocks(s: torch.Tensor, count: int, blocks: int) -> torch.Tensor:
 
 
 def next_plan(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: StepPolicy,
-              blocks: Mapping[str, int] | None = None) -> PruningPlan:
+              blocks: Mapping[str, int] | None = None, couplings: Mapping[str, Coupling] | None = None) -> PruningPlan:
     """Apply one step: keep, in each group, the top-scored channels up to its new count.
 
     ``scores`` are in the current (already pruned) model's channel order, i.e. aligned with
     ``plan.groups[name].kept``. ``blocks`` (default: ``scores.blocks`` when present) marks the
-    groups tied to grouped convolutions (see the module doc).
+    groups tied to grouped convolutions, ``couplings`` (default: ``scores.couplings``) the coupled
+    groups (see the module doc).
     """
     blocks = dict(blocks if blocks is not None else getattr(scores, "blocks", None) or {})
+    couplings = dict(couplings if couplings is not None else getattr(scores, "couplings", None) or {})
     counts = _targets_layer(plan, policy) if policy.scope == "layer" else _targets_global(plan, scores, policy)
     groups = {}
     for name, g in plan.groups.items():
@@ -117,7 +126,11 @@ def next_plan(plan: PruningPlan, scores: dict[str, torch.Tensor], policy: StepPo
         if len(s) != len(g.kept):
             raise ValueError(f"scores for {name} have {len(s)} entries, plan keeps {len(g.kept)}")
         b = blocks.get(name, 1)
-        if b > 1 and len(g.kept) % b == 0:
+        if name in couplings:
+            share = policy.min_keep * g.channels / len(g.kept)  # of each part's current channels
+            gone = set(choose_removal(couplings[name], s, len(g.kept) - counts[name], min(share, 1.0)))
+            top = torch.tensor([i for i in range(len(g.kept)) if i not in gone], dtype=torch.long)
+        elif b > 1 and len(g.kept) % b == 0:
             top = _top_in_blocks(s, _block_count(g, counts[name], b), b)
         else:
             top = torch.argsort(s, descending=True, stable=True)[: counts[name]]

@@ -187,5 +187,46 @@ class Attention(nn.Module):
         return self.fc(x.mean(1))
 
 
+class ShuffleV2(nn.Module):
+    """ShuffleNetV2 stage: a stride-2 unit, then units that chunk(2), convolve one half, concat,
+    shuffle; three shuffles and two chunks tie the trunk's channels across layers."""
+
+    def __init__(self, c: int = 6) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.down_a = cbr(8, c)
+        self.down_b = nn.Sequential(cbr(8, 10), cbr(10, c))
+        self.units = nn.ModuleList(nn.Sequential(cbr(c, 8), cbr(8, 8, groups=8), cbr(8, c)) for _ in range(2))
+        self.post = cbr(2 * c, 10)
+        self.head = Head(10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = channel_shuffle(torch.cat([self.down_a(x), self.down_b(x)], 1), 2)
+        for unit in self.units:
+            keep, work = x.chunk(2, dim=1)
+            x = channel_shuffle(torch.cat([keep, unit(work)], 1), 2)
+        return self.head(self.post(x))
+
+
+class ShuffleV1(nn.Module):
+    """ShuffleNet v1 unit: grouped 1x1 conv (3 groups), shuffle, depthwise 3x3, grouped 1x1, add.
+    The shuffle between the two grouped convs ties its 36 channels into 4 units of 9."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 12)
+        self.reduce = cbr(12, 36, groups=3)
+        self.dw = cbr(36, 36, groups=36)
+        self.expand = nn.Sequential(nn.Conv2d(36, 12, 1, groups=3, bias=False), nn.BatchNorm2d(12))
+        self.head = Head(12)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.expand(self.dw(channel_shuffle(self.reduce(x), 3)))
+        return self.head(F.relu(x + y))
+
+
 NETS = {"concat_add": ConcatAdd, "split": Split, "grouped_conv": GroupedConv, "depthwise": Depthwise,
-        "channel_shuffle": Shuffle, "squeeze_excitation": SE, "layer_scale": LayerScale, "attention": Attention}
+        "channel_shuffle": Shuffle, "shufflenet_v2_stage": ShuffleV2, "shufflenet_v1_unit": ShuffleV1,
+        "squeeze_excitation": SE, "layer_scale": LayerScale, "attention": Attention}
