@@ -59,3 +59,25 @@ class ConcatResidual(nn.Module):
 def concat_residual() -> nn.Module:
     torch.manual_seed(0)
     return ConcatResidual()
+
+
+class ShuffleStage(nn.Module):
+    """A ShuffleNetV2 stage from torchvision's own block (chunk, branch, concat, channel shuffle)
+    on 1-channel inputs: the trunk's channels are tied across the three units."""
+
+    def __init__(self, classes: int = 10) -> None:
+        from torchvision.models.shufflenetv2 import InvertedResidual
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 24, 3, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
+        self.stage = nn.Sequential(InvertedResidual(24, 64, 2), InvertedResidual(64, 64, 1), InvertedResidual(64, 64, 1))
+        self.head = nn.Sequential(nn.Conv2d(64, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage(self.stem(x)))
+
+
+def shuffle_stage() -> nn.Module:
+    torch.manual_seed(0)
+    return ShuffleStage()

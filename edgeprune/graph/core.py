@@ -62,6 +62,7 @@ class _Graph(tp.DependencyGraph):
         for last, (first, _) in self.shuffles.items():  # exact permutations, not channel-axis reshapes
             first.type = last.type = tp.ops.OPTYPE.ELEMENTWISE
         self.flagged = rules.flag_nodes(self, self.recorder.shapes, self.opaque)
+        rules.concat_sizes_from_trace(self, self.recorder.cats)
         for param, node in module2node.items():
             if isinstance(param, nn.Parameter) and id(param) in self.ambiguous_params:
                 self.flagged[node] = self.ambiguous_params[id(param)]

@@ -14,7 +14,7 @@ guesses by decisions that are either exact or conservative-and-logged:
   Supported reshapes (identity, squeeze/unsqueeze, flattening the trailing dims) keep
   torch-pruning's own mapping.
 - **Attention blocks** (``nn.MultiheadAttention``, torchvision's shifted-window and MaxViT
-  attention, any module named ``*Attention`` with ``num_heads``/``n_heads``/``heads``/``head_dim``) are opaque: the embedding width
+  attention, any module whose class name ends in ``Attention`` or ``AttentionV2`` with ``num_heads``/``n_heads``/``heads``/``head_dim``) are opaque: the embedding width
   they read and write is kept (head pruning would change ``head_dim`` inside code edgeprune does
   not own), the MLP widths around them are pruned normally.
 - **Concatenations/splits torch-pruning could not map** (on a non-channel axis, or with unknown
@@ -32,6 +32,7 @@ guesses by decisions that are either exact or conservative-and-logged:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import torch
@@ -47,7 +48,7 @@ def attention_types(model: nn.Module) -> tuple[type, ...]:
     found: set[type] = set()
     for module in model.modules():
         cls = type(module)
-        if isinstance(module, nn.MultiheadAttention) or (cls.__name__.endswith("Attention") and any(
+        if isinstance(module, nn.MultiheadAttention) or (re.search(r"Attention(V\d+)?$", cls.__name__) and any(
                 hasattr(module, a) for a in ("num_heads", "n_heads", "heads", "head_dim"))):
             found.add(cls)
     return tuple(sorted(found, key=lambda c: c.__name__))
@@ -108,7 +109,7 @@ class ShapeRecorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.shapes: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-        self.cats: dict[Any, tuple[int, list[int]]] = {}
+        self.cats: dict[Any, tuple[int, list[int], int]] = {}  # grad_fn: (dim, sizes, ndim)
         self._alive: list[torch.Tensor] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -119,7 +120,7 @@ class ShapeRecorder(TorchFunctionMode):
             dim = (kwargs or {}).get("dim", args[1] if len(args) > 1 else 0)
             parts = [t for t in args[0] if isinstance(t, torch.Tensor)]
             if parts and isinstance(dim, int):
-                self.cats[out.grad_fn] = (dim % out.dim(), [t.shape[dim] for t in parts])
+                self.cats[out.grad_fn] = (dim % out.dim(), [t.shape[dim] for t in parts], out.dim())
                 self._alive.append(out)
         if name in self.NAMES and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor) \
                 and out.grad_fn is not None:
@@ -207,6 +208,18 @@ def _output_index(split_node, consumer) -> set[int]:
         if nxt is split_node.grad_fn:
             found.add(index)
     return found
+
+
+def concat_sizes_from_trace(graph: tp.DependencyGraph, cats: dict) -> None:
+    """Give torch-pruning the sizes of every concatenation on a feature axis (dim 1, or the last
+    dim of a channel-last tensor) as seen while tracing. It otherwise infers them by walking the
+    graph, gives up at a recursion limit on deep nets, and then crashes adding ``None`` (swin_s,
+    swin_b: "unsupported operand type(s) for +: 'int' and 'NoneType'")."""
+    for node in graph.module2node.values():
+        seen = cats.get(getattr(node, "grad_fn", None))
+        if node.type == ops.OPTYPE.CONCAT and node.module.concat_sizes is None and seen is not None \
+                and seen[0] in (1, seen[2] - 1) and len(seen[1]) == len(node.inputs):
+            node.module.concat_sizes = list(seen[1])
 
 
 def fix_splits_and_concats(graph: tp.DependencyGraph, cats: dict) -> dict[Any, str]:
