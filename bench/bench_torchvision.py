@@ -12,6 +12,7 @@ and MERGED: rows of models not run now are kept, and so are TVM results on a rer
     .venv/bin/python bench/bench_torchvision.py                      # every model
     .venv/bin/python bench/bench_torchvision.py --models resnet18 vit_b_16 --timeout 600 --tvm
     .venv/bin/python bench/bench_torchvision.py --tvm --family --tvm-timeout 500 --stop-at 13:20
+    .venv/bin/python bench/bench_torchvision.py --doc-only          # the markdown again, from the JSON
 """
 
 from __future__ import annotations
@@ -350,11 +351,13 @@ INTRO = (
     "that do not run at 64), shown per row.\n\n{headline}\n\n"
     "`kept` = groups a rule kept unpruned (the reason is logged, see the notes); `MAC ratio` = pruned/original; `s` = "
     "seconds for the row (TVM compiles included where run); TVM column: `match N s` (compile seconds), `fail`/`timeout` (reason in the TVM section), `–` not tried.\n\n"
-    "What the rules do (`edgeprune/graph/rules.py`): concatenation branches are scored on the slice they "
+    "What the rules do (`docs/graph_rules.md`): concatenation branches are scored on the slice they "
     "cover; grouped convs (ResNeXt, RegNet) lose the same positions in every conv group; `chunk` loses "
-    "as many channels per chunk; channel shuffle (ShuffleNetV2) and attention embedding widths "
-    "(ViT, Swin) are kept whole with a logged reason while the MLP widths and the branch-internal "
-    "channels are pruned; graph building runs under a wall-clock/memory guard "
+    "as many channels per chunk; a channel shuffle (ShuffleNetV2) is an exact permutation whose tied "
+    "channels go together, the groups it and its chunks tie are pruned as one coupled group in whole, "
+    "balanced units (kept, with the reason, where no exact removal exists: ShuffleNetV2's 8-unit stage "
+    "below x2.0); attention embedding widths (ViT, Swin) are kept whole with a logged reason while the "
+    "MLP widths and the branch-internal channels are pruned; graph building runs under a wall-clock/memory guard "
     "(`EDGEPRUNE_GRAPH_TIMEOUT`, here a third of the per-model timeout) and stops with a one-line "
     "`TraceError` instead of hanging (MaxViT). Outputs of random-weight models can be tiny "
     "(`output_max_abs` in the JSON), so the ONNX Runtime match shows the export is faithful, not accuracy.\n\n"
@@ -398,6 +401,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stop-at", help="HH:MM UTC: start no model after this (rows not run are kept)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "torchvision_results.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "torchvision.md")
+    parser.add_argument("--doc-only", action="store_true", help="rewrite --doc from --json, run nothing")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--tvm-one", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -424,6 +428,9 @@ def main() -> None:
     chosen = [m for m in named if m in all_models] or ([m for m in FAMILY_ORDER if m in all_models]
                                                        + [m for m in all_models if m not in FAMILY_ORDER])
     rows = {r["model"]: r for r in (json.loads(args.json.read_text()) if args.json.exists() else [])}
+    if args.doc_only:
+        write_doc(list(rows.values()), all_models, args.doc)
+        return
     for name in chosen:
         if args.stop_at and utc_now("%H:%M") >= args.stop_at.zfill(5):
             print(f"stop-at {args.stop_at} reached: not starting {name} and later models", flush=True)

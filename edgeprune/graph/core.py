@@ -22,12 +22,11 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ConfigError, TraceError
-from edgeprune.graph import rules, shuffle
-from edgeprune.graph.collect import Found as _Found, components as _components, merge as _merge
+from edgeprune.graph import collect, rules, shuffle
 from edgeprune.graph.coupling import Coupling
 from edgeprune.graph.groups import ChannelGroup, Member
-from edgeprune.graph.units import removable
 from edgeprune.graph.guard import GraphBudget, check_nodes, run_guarded
+from edgeprune.graph.units import removable
 
 log = logging.getLogger("edgeprune.graph")
 
@@ -130,7 +129,7 @@ class GroupedModel:
         found = [self._analyse(g) for g in
                  self.graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear))]
         coupled = [f for f in found if f.reason is None and not f.plain]
-        components = _components(coupled)
+        components = collect.components(coupled)
         groups: dict[str, ChannelGroup] = {}
         for f in found:
             if f.reason is not None:
@@ -138,7 +137,7 @@ class GroupedModel:
             elif f.plain:
                 groups[f.name] = ChannelGroup(f.name, f.channels, tuple(f.members.values()), f.blocks)
             elif f is components[id(f)][0]:
-                group = _merge(components[id(f)])
+                group = collect.merge(components[id(f)])
                 if group.coupling is not None and not removable(group.coupling):
                     for part in components[id(f)]:
                         self.excluded[part.name] = ("no exact removal: a channel shuffle/chunk/grouped conv ties every "
@@ -147,14 +146,14 @@ class GroupedModel:
                     groups[group.name] = group
         return groups
 
-    def _analyse(self, group) -> "_Found":
+    def _analyse(self, group) -> collect.Found:
         """One torch-pruning group: its members (with slices), the constraint sites it reaches,
         and whether its own ``blocks`` rule covers them all (``plain``)."""
         name = self._names[group[0].dep.target.module]
         channels = len(group[0].idxs)
         flagged = self.graph.flagged
         reason = next((flagged[item.dep.target] for item in group if item.dep.target in flagged), None)
-        found = _Found(name, channels, reason or self._member_problem(group))
+        found = collect.Found(name, channels, reason or self._member_problem(group))
         if found.reason is not None:
             return found
         for item in group:

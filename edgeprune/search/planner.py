@@ -26,8 +26,8 @@ from typing import Literal, Mapping
 import torch
 
 from edgeprune.graph.coupling import Coupling
-from edgeprune.plan import GroupPlan, PruningPlan
 from edgeprune.graph.units import choose_removal
+from edgeprune.plan import GroupPlan, PruningPlan
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edgeprune.data import make_loader
+from edgeprune.graph import GroupedModel
 from edgeprune.plan import PruningPlan
 from edgeprune.progress import ProgressSink
 from edgeprune.prune import apply_plan
@@ -66,7 +67,10 @@ def prune_to_ratio(model: nn.Module, example: torch.Tensor, scores: Mapping[str,
     if ratio == 0:
         return copy.deepcopy(model).eval()
     start = PruningPlan.identity("", tuple(example.shape), "oracle-study", {n: len(s) for n, s in scores.items()})
-    return apply_plan(model, next_plan(start, dict(scores), StepPolicy(ratio, scope, 1, min_keep)), example)
+    grouped = GroupedModel(model, example)  # grouped convs and coupled groups constrain which channels go
+    plan = next_plan(start, dict(scores), StepPolicy(ratio, scope, 1, min_keep), blocks=grouped.blocks(),
+                     couplings=grouped.couplings())
+    return apply_plan(model, plan, example)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,22 @@ def test_pruning_removes_the_ratio_of_channels_by_the_ranking(net_and_data):
         prune_to_ratio(net, example, scores, "global", 1.0)
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_study_pruning_respects_grouped_convs_and_coupled_groups(scope):
+    """The study's plain ``{group: scores}`` carries no constraints: they come from the model, so
+    a shuffle's tied channels and a grouped conv's blocks still go together."""
+    from tests.graph.nets import GroupedConv, ShuffleV2
+
+    for net_cls in (ShuffleV2, GroupedConv):
+        torch.manual_seed(0)
+        net = net_cls().eval()
+        example = torch.rand(1, 3, 16, 16)
+        full = _channels(net, example)
+        scores = {g: torch.rand(c) for g, c in full.items()}
+        pruned = _channels(prune_to_ratio(net, example, scores, scope, 0.45), example)
+        assert sum(pruned.values()) < sum(full.values()), net_cls.__name__
+
+
 def test_accuracies_at_each_ratio_without_and_with_finetune(net_and_data):
     net, batches = net_and_data
     example = batches[0][0][:1]
