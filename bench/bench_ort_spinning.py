@@ -54,8 +54,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for spin in (True, False):
             for label, cand in (("48 vs 48", 48), ("32 vs 48", 32)):
-                p = measure_interleaved(_timer(paths[cand], spin), _timer(paths[48], spin), settings, None,
-                                        args.rounds, args.rounds)
+                p = measure_interleaved(lambda: _timer(paths[cand], spin), lambda: _timer(paths[48], spin),
+                                        settings, None, args.rounds, args.rounds)
                 lo, hi = p.spread()
                 print(f"| {'spinning' if spin else 'blocking'} | {label} | {p.ratio:.3f} ({lo:.3f}-{hi:.3f}) | "
                       f"{np.median(p.reference_ms):.3f} | {np.median(p.candidate_ms):.3f} |", flush=True)

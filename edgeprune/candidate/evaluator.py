@@ -89,7 +89,8 @@ class Evaluator:
         per_round = replace(self.settings, repeats=max(5, self.settings.repeats // (2 * max(rounds, 1))))
         profiler = self.profilers[artifact.runtime]
         if isinstance(profiler, CallTimer):
-            return measure_interleaved(profiler.timer(artifact, per_round), profiler.timer(reference, per_round),
+            return measure_interleaved(lambda: profiler.timer(artifact, per_round),
+                                       lambda: profiler.timer(reference, per_round),
                                        per_round, goal_ratio, rounds, max_rounds=rounds * 4)
         owner = {artifact.path: candidate, reference.path: reference_of}
         return measure_paired(lambda a: self.measure(a, owner[a.path], per_round), artifact, reference,

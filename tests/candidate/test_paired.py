@@ -74,16 +74,23 @@ def test_interleaved_timing_alternates_calls_and_finds_the_ratio():
 
     order: list[str] = []
 
+    loads: list[str] = []
+
     def work(n: int, tag: str):
-        def call() -> int:
-            order.append(tag)
-            return sum(range(n))
-        return call, "measured:test", "cpu"
+        def load():
+            loads.append(tag)
+
+            def call() -> int:
+                order.append(tag)
+                return sum(range(n))
+            return call, "measured:test", "cpu"
+        return load
 
     settings = MeasureSettings(warmup=1, repeats=6, min_repeat_ms=2.0)
     paired = measure_interleaved(work(10_000, "c"), work(40_000, "r"), settings, goal_ratio=None, rounds=3,
                                  max_rounds=3)
     assert 0.1 < paired.ratio < 0.7 and len(paired.ratios) == 3  # 0.25 on a quiet machine
+    assert loads == ["c", "r"] * 3  # each round loads both afresh: session placement varies per load
     timed = order[4:]  # after warm-up and the calls-per-sample probe
     switches = sum(1 for a, b in zip(timed, timed[1:]) if a != b)
     assert switches >= 3 * 6  # the two alternate within every round, not one round each
