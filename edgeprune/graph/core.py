@@ -22,7 +22,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ConfigError, TraceError
-from edgeprune.graph import collect, rules, shuffle
+from edgeprune.graph import collect, rules, shuffle, traverse
 from edgeprune.graph.coupling import Coupling
 from edgeprune.graph.groups import ChannelGroup, Member
 from edgeprune.graph.guard import GraphBudget, check_nodes, run_guarded
@@ -53,6 +53,10 @@ class _Graph(tp.DependencyGraph):
         self.recorder = rules.ShapeRecorder()
         self.flagged: dict = {}
         self.shuffles: dict = {}
+
+    def get_pruning_group(self, module, pruning_fn, idxs):
+        """torch-pruning's group, from a walk that always ends (:mod:`edgeprune.graph.traverse`)."""
+        return traverse.pruning_group(self, module, pruning_fn, idxs)
 
     def _trace(self, model, example_inputs, forward_fn, output_transform):
         module2node = super()._trace(model, example_inputs, rules.recording_forward(self.recorder), output_transform)
@@ -153,7 +157,8 @@ class GroupedModel:
         channels = len(group[0].idxs)
         flagged = self.graph.flagged
         reason = next((flagged[item.dep.target] for item in group if item.dep.target in flagged), None)
-        found = collect.Found(name, channels, reason or self._member_problem(group))
+        found = collect.Found(name, channels, reason or getattr(group, traverse.CONFLICT, None)
+                              or self._member_problem(group))
         if found.reason is not None:
             return found
         for item in group:

@@ -16,6 +16,7 @@ from edgeprune.criteria.common import channel_axis, from_group, gate_view, outpu
 from edgeprune.graph import GroupedModel
 from edgeprune.plan import PruningPlan
 from edgeprune.prune import apply_plan
+from edgeprune.search.planner import StepPolicy, next_plan
 
 
 def _width(module: nn.Module) -> int | None:
@@ -65,3 +66,16 @@ def randomise_bn(model: nn.Module, seed: int = 1) -> nn.Module:
                 m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
     return model.eval()
+
+
+def identity(grouped: GroupedModel, x: torch.Tensor) -> PruningPlan:
+    return PruningPlan.identity("m", tuple(x[:1].shape), "random", {n: g.channels for n, g in grouped.groups.items()})
+
+
+def random_step(model: torch.nn.Module, x: torch.Tensor, fraction: float = 0.3, seed: int = 0) -> PruningPlan:
+    """One planner step on random scores: whichever channels the rules allow."""
+    grouped = GroupedModel(model, x[:1])
+    g = torch.Generator().manual_seed(seed)
+    scores = {n: torch.rand(grp.channels, generator=g) for n, grp in grouped.groups.items()}
+    return next_plan(identity(grouped, x), scores, StepPolicy(fraction, "layer"), blocks=grouped.blocks(),
+                     couplings=grouped.couplings())

@@ -227,6 +227,29 @@ class ShuffleV1(nn.Module):
         return self.head(F.relu(x + y))
 
 
+class MaxViTBlock(nn.Module):
+    """torchvision's own MaxVitLayer (MBConv with SE, window and grid attention, their MLPs) on
+    16 channels: its partitions reshape the channel axis inside residual loops."""
+
+    def __init__(self) -> None:
+        from functools import partial
+
+        from torchvision.models.maxvit import MaxVitLayer
+
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.block = MaxVitLayer(16, 16, squeeze_ratio=0.25, expansion_ratio=2, stride=1,
+                                 norm_layer=partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01),
+                                 activation_layer=nn.GELU, head_dim=8, mlp_ratio=2, mlp_dropout=0.0,
+                                 attention_dropout=0.0, p_stochastic_dropout=0.0, partition_size=4,
+                                 grid_size=(16, 16))
+        self.post = cbr(16, 12)
+        self.head = Head(12)
+
+    def forward(self, x):
+        return self.head(self.post(self.block(self.stem(x))))
+
+
 NETS = {"concat_add": ConcatAdd, "split": Split, "grouped_conv": GroupedConv, "depthwise": Depthwise,
         "channel_shuffle": Shuffle, "shufflenet_v2_stage": ShuffleV2, "shufflenet_v1_unit": ShuffleV1,
-        "squeeze_excitation": SE, "layer_scale": LayerScale, "attention": Attention}
+        "squeeze_excitation": SE, "layer_scale": LayerScale, "attention": Attention, "maxvit_layer": MaxViTBlock}

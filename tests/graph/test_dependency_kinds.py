@@ -24,7 +24,7 @@ CRITERIA = sorted(criteria.names())
 SHAPE = (1, 3, 16, 16)
 
 #: groups each net must keep whole, and why (the rule that decided it)
-KEPT = {"attention": "attention", "split": "torch.split"}
+KEPT = {"attention": "attention", "split": "torch.split", "maxvit_layer": "splits or merges the channel axis"}
 
 
 def batches():

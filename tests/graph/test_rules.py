@@ -15,7 +15,8 @@ from edgeprune.graph.guard import run_guarded
 from edgeprune.plan import GroupPlan, PruningPlan
 from edgeprune.prune import apply_plan
 from edgeprune.search.planner import StepPolicy, next_plan
-from tests.graph.nets import ConcatAdd, GroupedConv, Split
+from tests.graph.exactness import pruning_error, random_step, randomise_bn
+from tests.graph.nets import ConcatAdd, GroupedConv, MaxViTBlock, Split
 
 X = torch.rand(1, 3, 16, 16)
 
@@ -122,3 +123,23 @@ def test_pruning_equals_zeroing(net_cls, group_name, kept, maps):
         zeroed = net(x)
     with torch.no_grad():
         assert torch.allclose(pruned(x), zeroed, atol=1e-5)
+
+
+def test_maxvit_partitions_group_in_seconds_and_prune_exactly():
+    """torch-pruning's own walk re-walks MaxViT's window/grid partitions without end (this layer:
+    still running after 30 s; maxvit_t: stopped by the guard at 300 s); edgeprune's walk revisits a node only
+    for new channels. The MLP widths, the MBConv expansion and the SE bottleneck are pruned, the
+    16-channel trunk the partitions reshape is kept with its reason, and pruning is exact."""
+    torch.manual_seed(0)
+    model = randomise_bn(MaxViTBlock())
+    x = torch.rand(2, 3, 16, 16)
+    start = time.monotonic()
+    grouped = GroupedModel(model, x[:1], budget=GraphBudget(seconds=30, max_memory_mb=4096, max_nodes=10**5))
+    assert time.monotonic() - start < 30
+    layers = "block.layers."
+    assert {f"{layers}window_attention.mlp_layer.1", f"{layers}grid_attention.mlp_layer.1",
+            f"{layers}MBconv.layers.conv_b.0", f"{layers}MBconv.layers.squeeze_excitation.fc1"} <= set(grouped.groups)
+    assert "stem.0" in grouped.excluded and "channel axis" in grouped.excluded["stem.0"]
+    plan = random_step(model, x, fraction=0.4)
+    assert sum(len(g.kept) for g in plan.groups.values()) < sum(g.channels for g in plan.groups.values())
+    assert pruning_error(model, plan, x) < 1e-5

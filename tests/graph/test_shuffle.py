@@ -11,26 +11,12 @@ from edgeprune.errors import ConfigError
 from edgeprune.graph import GroupedModel
 from edgeprune.graph.coupling import Coupling
 from edgeprune.graph.units import choose_removal
-from edgeprune.plan import GroupPlan, PruningPlan
+from edgeprune.plan import GroupPlan
 from edgeprune.prune import apply_plan
-from edgeprune.search.planner import StepPolicy, next_plan
-from tests.graph.exactness import pruning_error, randomise_bn
+from tests.graph.exactness import identity, pruning_error, random_step, randomise_bn
 from tests.graph.nets import Shuffle, ShuffleV1, ShuffleV2
 
 X = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-
-
-def identity(grouped: GroupedModel, x: torch.Tensor) -> PruningPlan:
-    return PruningPlan.identity("m", tuple(x[:1].shape), "random", {n: g.channels for n, g in grouped.groups.items()})
-
-
-def random_step(model: torch.nn.Module, x: torch.Tensor, fraction: float = 0.3, seed: int = 0) -> PruningPlan:
-    """One planner step on random scores: whichever channels the rules allow."""
-    grouped = GroupedModel(model, x[:1])
-    g = torch.Generator().manual_seed(seed)
-    scores = {n: torch.rand(grp.channels, generator=g) for n, grp in grouped.groups.items()}
-    return next_plan(identity(grouped, x), scores, StepPolicy(fraction, "layer"), blocks=grouped.blocks(),
-                     couplings=grouped.couplings())
 
 
 def test_shuffle_ties_one_channel_of_each_branch():
