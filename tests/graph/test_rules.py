@@ -143,3 +143,25 @@ def test_maxvit_partitions_group_in_seconds_and_prune_exactly():
     plan = random_step(model, x, fraction=0.4)
     assert sum(len(g.kept) for g in plan.groups.values()) < sum(g.channels for g in plan.groups.values())
     assert pruning_error(model, plan, x) < 1e-5
+
+
+@pytest.mark.parametrize("wrong", ["shift", "root"])
+def test_the_group_walk_stops_where_a_mapping_does_not_add_up(wrong):
+    """A mapping that moves channels on every trip round a loop (``shift``) or hands a channel on
+    with another root (``root``) ends the walk with the group marked, instead of walking forever."""
+    from torch_pruning._helpers import _HybridIndex as Hybrid
+
+    from edgeprune.graph import traverse
+
+    net = ConcatAdd().eval()
+    graph = GroupedModel(net, X).graph
+    conv, bn = net.res[0], net.res[1]
+    prune_out = graph.get_pruner_of_module(conv).prune_out_channels
+    assert getattr(graph.get_pruning_group(conv, prune_out, list(range(12))), traverse.CONFLICT) is None
+    edge = next(d for d in graph.module2node[conv].dependencies if d.target.module is bn)
+    edge.index_mapping = [(lambda idxs: [Hybrid(i.idx + 1, i.root_idx) for i in idxs]) if wrong == "shift" else
+                          (lambda idxs: [Hybrid(i.idx, (i.root_idx + 1) % 12) for i in idxs]), None]
+    start = time.monotonic()
+    group = graph.get_pruning_group(conv, prune_out, list(range(12)))
+    assert time.monotonic() - start < 5
+    assert getattr(group, traverse.CONFLICT) == traverse.INCONSISTENT
