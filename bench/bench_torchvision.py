@@ -316,7 +316,7 @@ def tvm_section(rows: dict[str, dict], all_models: list[str]) -> list[str]:
     lines = ["", "## TVM (untuned) compile of the pruned models", "",
              (f"**TVM: {len(tried)} of the {len(ort_ok)} models that pass ONNX Runtime were tried; {len(compiled)} "
               f"compiled and ran with both criteria, {len(matched)} of them matched the pruned PyTorch model; "
-              f"{len(tried) - len(compiled)} failed (below); {len(untried)} not tried (time).** "
+              f"{len(tried) - len(compiled)} did not finish (failed or timed out, below); {len(untried)} not tried (time).** "
               "Compile: torch.export → Relax → `tvm.compile`, llvm for this host's CPU, no tuning (the path of "
               "`edgeprune`'s TVM backend with `--tune-trials 0`), run in the Relax VM on 1 thread; match = "
               f"max |TVM − PyTorch| ≤ {TVM_REL_TOL:g} × max |PyTorch output| (scale-relative: random-weight "
@@ -335,7 +335,7 @@ def tvm_section(rows: dict[str, dict], all_models: list[str]) -> list[str]:
     runs = sorted((r["tvm_run"] for r in rows.values() if r.get("tvm_run")), key=lambda x: x["at"])
     if runs:
         lines += ["", (f"TVM rows run {runs[0]['at']} → {runs[-1]['end']} UTC on {runs[0]['cpus']} CPUs shared "
-                       f"with other work, under `nice -n 19`; load average (1/5/15 min) before the first model "
+                       f"with other work, niced; load average (1/5/15 min) before the first model "
                        f"{runs[0]['load_start']}, after the last {runs[-1]['load_end']}, highest 1-min value seen "
                        f"{max(max(r['load_start'][0], r['load_end'][0]) for r in runs)}; compile seconds are "
                        "under that load.")]
